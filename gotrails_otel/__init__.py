@@ -1,0 +1,60 @@
+"""gotrails-otel: one request, one audit trail, folded from OpenTelemetry spans.
+
+Add :class:`TrailProcessor` to a TracerProvider; every request (a local root span of kind SERVER or CONSUMER)
+becomes one JSON trail holding its request and response, internal steps, integrations, errors and metadata,
+flushed once through a :class:`TrailExporter` (by default the configured OpenTelemetry logs exporter).
+"""
+
+from __future__ import annotations
+
+from importlib.metadata import PackageNotFoundError, version
+
+try:
+    __version__ = version("gotrails-otel")
+except PackageNotFoundError:  # running from a source tree that is not installed
+    __version__ = "0.0.0"
+
+from .api import (
+    IntegrationHandle,
+    StepHandle,
+    end_step,
+    integration,
+    record_error,
+    set_metadata,
+    start_step,
+    step,
+    trace_step,
+)
+from .config import ConfigError, TrailConfig
+from .exporters import (
+    FileTrailExporter,
+    InMemoryTrailExporter,
+    OTelLogTrailExporter,
+    StdoutTrailExporter,
+    TrailExporter,
+)
+from .processor import CaptureStore, TrailProcessor
+from .schema import trail_schema
+
+__all__ = [
+    "CaptureStore",
+    "ConfigError",
+    "FileTrailExporter",
+    "InMemoryTrailExporter",
+    "IntegrationHandle",
+    "OTelLogTrailExporter",
+    "StdoutTrailExporter",
+    "StepHandle",
+    "TrailConfig",
+    "TrailExporter",
+    "TrailProcessor",
+    "__version__",
+    "end_step",
+    "integration",
+    "record_error",
+    "set_metadata",
+    "start_step",
+    "step",
+    "trace_step",
+    "trail_schema",
+]

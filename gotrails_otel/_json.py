@@ -1,0 +1,67 @@
+"""Conversion of arbitrary captured values into JSON-safe types, and fast serialisation (orjson)."""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import orjson
+
+MAX_DEPTH = 32
+DEPTH_MARKER = "[gotrails: nested too deep]"
+
+
+def json_safe(value: Any, depth: int = MAX_DEPTH) -> Any:
+    """Return ``value`` as plain JSON types (dict with str keys, list, str, int, float, bool, None).
+
+    Never raises: bytes become text when they are UTF-8, else a marked ``{"$binary": {size, sha256}}``;
+    non-finite floats become strings; unknown objects become their ``repr`` marked as such; nesting deeper
+    than ``depth`` is cut with a marker. Integers outside 64 bits become strings (OTLP and orjson limits).
+    """
+    if value is None or isinstance(value, (bool, str)):
+        return value
+    if isinstance(value, int):
+        return value if -(2**63) <= value < 2**64 else str(value)
+    if isinstance(value, float):
+        return value if math.isfinite(value) else str(value)
+    if depth <= 0:
+        return DEPTH_MARKER
+    if isinstance(value, Mapping):
+        return {_key(k): json_safe(v, depth - 1) for k, v in value.items()}
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return [json_safe(v, depth - 1) for v in value]
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        raw = bytes(value)
+        try:
+            return raw.decode("utf-8")
+        except UnicodeDecodeError:
+            return binary_summary(raw)
+    return {"$repr": _safe_repr(value)}
+
+
+def binary_summary(raw: bytes) -> dict[str, Any]:
+    """How binary data appears in a trail: its size and hash, never its bytes."""
+    return {"$binary": {"size": len(raw), "sha256": hashlib.sha256(raw).hexdigest()}}
+
+
+def _key(key: Any) -> str:
+    if isinstance(key, str):
+        return key
+    if isinstance(key, bytes):
+        return key.decode("utf-8", "backslashreplace")
+    return str(key)
+
+
+def _safe_repr(value: Any) -> str:
+    try:
+        text = repr(value)
+    except Exception as exc:  # a user object whose __repr__ fails must not break the trail
+        text = f"<unrepresentable {type(value).__name__}: {type(exc).__name__}>"
+    return text[:256]
+
+
+def dumps(document: Any) -> bytes:
+    """Serialise a JSON-safe document compactly (one line, UTF-8)."""
+    return orjson.dumps(document, option=orjson.OPT_NON_STR_KEYS)

@@ -1,0 +1,179 @@
+"""Configuration of the trail processor: :class:`TrailConfig` and its ``GOTRAILS_*`` environment variables."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from opentelemetry.trace import SpanKind
+
+__all__ = ["ConfigError", "TrailConfig"]
+
+EXPORTER_NAMES = frozenset({"otel", "stdout", "file"})
+_KIND_NAMES = {
+    "server": SpanKind.SERVER,
+    "consumer": SpanKind.CONSUMER,
+    "client": SpanKind.CLIENT,
+    "producer": SpanKind.PRODUCER,
+    "internal": SpanKind.INTERNAL,
+}
+_TRUE = frozenset({"1", "true", "yes", "on"})
+_FALSE = frozenset({"0", "false", "no", "off"})
+
+_T = TypeVar("_T")
+
+
+class ConfigError(ValueError):
+    """An invalid gotrails setting; the message names the setting or environment variable.
+
+    ``setting`` is the :class:`TrailConfig` field at fault (or ``None`` when not tied to one field).
+    """
+
+    def __init__(self, setting: str | None, reason: str) -> None:
+        super().__init__(f"gotrails: invalid {setting}: {reason}" if setting else f"gotrails: {reason}")
+        self.setting = setting
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class TrailConfig:
+    """Settings of a :class:`~gotrails_otel.TrailProcessor`. Immutable; build it directly or with :meth:`from_env`.
+
+    Attributes:
+        enabled: when False the processor ignores every span (``GOTRAILS_ENABLED``).
+        service_name: overrides the resource's ``service.name`` in the trail (``GOTRAILS_SERVICE``).
+        environment: overrides ``deployment.environment.name`` (``GOTRAILS_ENVIRONMENT``).
+        root_kinds: kinds of local root span that start a trail (``GOTRAILS_ROOT_KINDS``, e.g. ``server,consumer``).
+        grace_ms: how long a trail whose root ended waits for open child spans (``GOTRAILS_GRACE_MS``).
+        max_age_ms: a trail still open after this long is flushed as incomplete (``GOTRAILS_MAX_AGE_MS``).
+        max_trails: trails buffered at once; past it the oldest is flushed as incomplete (``GOTRAILS_MAX_TRAILS``).
+        max_spans_per_trail: spans kept per trail; more are counted as dropped (``GOTRAILS_MAX_SPANS``).
+        max_errors_per_trail: ``errors[]`` entries kept per trail (``GOTRAILS_MAX_ERRORS``).
+        exporters: exporter names (``otel``, ``stdout``, ``file``); ``None`` chooses ``otel`` when an SDK
+            LoggerProvider is configured, else ``stdout`` (``GOTRAILS_EXPORTER``, comma separated).
+        file_path: where the ``file`` exporter appends JSON lines (``GOTRAILS_FILE``).
+    """
+
+    enabled: bool = True
+    service_name: str | None = None
+    environment: str | None = None
+    root_kinds: frozenset[SpanKind] = frozenset({SpanKind.SERVER, SpanKind.CONSUMER})
+    grace_ms: float = 1000.0
+    max_age_ms: float = 300_000.0
+    max_trails: int = 10_000
+    max_spans_per_trail: int = 5_000
+    max_errors_per_trail: int = 100
+    exporters: tuple[str, ...] | None = None
+    file_path: str | None = None
+
+    def __post_init__(self) -> None:
+        self._check(self.grace_ms >= 0, "grace_ms", "must be >= 0")
+        self._check(self.max_age_ms > 0, "max_age_ms", "must be > 0")
+        self._check(self.max_age_ms >= self.grace_ms, "max_age_ms", "must be >= grace_ms")
+        self._check(self.max_trails >= 1, "max_trails", "must be >= 1")
+        self._check(self.max_spans_per_trail >= 1, "max_spans_per_trail", "must be >= 1")
+        self._check(self.max_errors_per_trail >= 0, "max_errors_per_trail", "must be >= 0")
+        self._check(bool(self.root_kinds), "root_kinds", "must name at least one span kind")
+        self._check(
+            all(isinstance(kind, SpanKind) for kind in self.root_kinds),
+            "root_kinds",
+            "must hold SpanKind values",
+        )
+        if self.exporters is not None:
+            unknown = sorted(set(self.exporters) - EXPORTER_NAMES)
+            self._check(not unknown, "exporters", f"unknown exporter {unknown}; choose from {sorted(EXPORTER_NAMES)}")
+            self._check(bool(self.exporters), "exporters", "must name at least one exporter")
+            self._check(
+                "file" not in self.exporters or bool(self.file_path),
+                "exporters",
+                "the file exporter needs file_path (GOTRAILS_FILE)",
+            )
+
+    @staticmethod
+    def _check(ok: bool, name: str, message: str) -> None:
+        if not ok:
+            raise ConfigError(name, message)
+
+    def replace(self, **changes: Any) -> TrailConfig:
+        """Return a copy with ``changes`` applied (validated again)."""
+        return dataclasses.replace(self, **changes)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> TrailConfig:
+        """Build a config from ``GOTRAILS_*`` variables (``os.environ`` by default).
+
+        Keyword ``overrides`` win over the environment. An invalid value raises :class:`ConfigError`
+        naming the variable, so a misconfiguration fails at start-up, not on the first request.
+        """
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        source: dict[str, str] = {}
+
+        def read(var: str, attr: str, parse: Callable[[str], _T]) -> None:
+            raw = env.get(var)
+            if raw is None or raw.strip() == "":
+                return
+            source[attr] = f"{var}={raw!r}"
+            try:
+                values[attr] = parse(raw.strip())
+            except ValueError as exc:
+                raise ConfigError(f"{var}={raw!r}", str(exc)) from None
+
+        read("GOTRAILS_ENABLED", "enabled", _parse_bool)
+        read("GOTRAILS_SERVICE", "service_name", str)
+        read("GOTRAILS_ENVIRONMENT", "environment", str)
+        read("GOTRAILS_ROOT_KINDS", "root_kinds", _parse_kinds)
+        read("GOTRAILS_GRACE_MS", "grace_ms", _parse_number)
+        read("GOTRAILS_MAX_AGE_MS", "max_age_ms", _parse_number)
+        read("GOTRAILS_MAX_TRAILS", "max_trails", _parse_int)
+        read("GOTRAILS_MAX_SPANS", "max_spans_per_trail", _parse_int)
+        read("GOTRAILS_MAX_ERRORS", "max_errors_per_trail", _parse_int)
+        read("GOTRAILS_EXPORTER", "exporters", _parse_list)
+        read("GOTRAILS_FILE", "file_path", str)
+        values.update(overrides)
+        try:
+            return cls(**values)
+        except ConfigError as exc:
+            if exc.setting in source and exc.setting not in overrides:
+                raise ConfigError(source[exc.setting], exc.reason) from None
+            raise
+
+
+def _parse_bool(raw: str) -> bool:
+    low = raw.lower()
+    if low in _TRUE:
+        return True
+    if low in _FALSE:
+        return False
+    raise ValueError("expected true or false")
+
+
+def _parse_number(raw: str) -> float:
+    value = float(raw)
+    if value != value or value in (float("inf"), float("-inf")):
+        raise ValueError("expected a finite number")
+    return value
+
+
+def _parse_int(raw: str) -> int:
+    return int(raw)
+
+
+def _parse_list(raw: str) -> tuple[str, ...]:
+    return tuple(_split(raw))
+
+
+def _parse_kinds(raw: str) -> frozenset[SpanKind]:
+    kinds = set()
+    for name in _split(raw):
+        if name not in _KIND_NAMES:
+            raise ValueError(f"unknown span kind {name!r}; choose from {sorted(_KIND_NAMES)}")
+        kinds.add(_KIND_NAMES[name])
+    return frozenset(kinds)
+
+
+def _split(raw: str) -> Iterable[str]:
+    return [part.strip().lower() for part in raw.split(",") if part.strip()]

@@ -1,0 +1,511 @@
+"""The fold: a pure function from one request's spans and captured payloads to one trail document.
+
+Spans are classified by instrumentation scope, span kind and attributes (never by name alone: ``GET`` is both an
+httpx and a Redis span), reading both the old and the new semantic-convention keys (:mod:`gotrails_otel.semconv`).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+from urllib.parse import urlsplit
+
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.trace import SpanKind, StatusCode
+
+from . import semconv as sc
+from ._json import json_safe
+from .ids import span_id_hex, trace_id_hex, valid_request_id
+
+__all__ = ["TRAIL_VERSION", "FoldInput", "fold"]
+
+TRAIL_VERSION = 1
+SCOPE = "gotrails_otel"
+"""Instrumentation scope of the spans made by gotrails' own API (steps and custom integrations)."""
+ATTR_ROLE = "gotrails.role"
+"""``step`` or ``integration`` on spans made by gotrails' API."""
+ATTR_INTEGRATION_TYPE = "gotrails.integration.type"
+
+INTEGRATION_TYPES = ("http", "kafka", "database", "cache", "grpc", "custom")
+# Scopes whose INTERNAL spans are plumbing (ASGI send/receive, background-task wrappers, framework internals).
+_NOISE_SCOPE_PREFIXES = ("opentelemetry.instrumentation.", "fastapi", "starlette")
+_SQL_TABLE = re.compile(
+    r"""\b(?:into|from|update|table|join)\s+(?:only\s+|if\s+(?:not\s+)?exists\s+)?
+        ((?:[`"\[]?[\w$]+[`"\]]?\.)?[`"\[]?[\w$]+[`"\]]?)""",
+    re.IGNORECASE | re.VERBOSE,
+)
+_SQL_FIRST_WORD = re.compile(r"\s*(?:/\*.*?\*/\s*)*([A-Za-z]+)", re.DOTALL)
+
+
+@dataclass(frozen=True)
+class FoldInput:
+    """Everything the fold needs about one trail. Built by the processor; tests may build it directly.
+
+    ``captures`` maps a span id to the payloads hooks captured for that span (keys ``request``, ``response``,
+    ``metadata``, ``error``, ``name``, and on the root ``trace_id``/``request_id``). ``errors`` holds
+    ``record_error`` entries (``source``, ``message``, ``type``, ``time_ns``).
+    """
+
+    root: ReadableSpan
+    spans: Sequence[ReadableSpan] = ()
+    captures: Mapping[int, Mapping[str, Any]] = field(default_factory=dict)
+    metadata: Mapping[str, Any] = field(default_factory=dict)
+    errors: Sequence[Mapping[str, Any]] = ()
+    flush_reason: str = "complete"
+    open_spans: int = 0
+    dropped: Mapping[str, int] = field(default_factory=dict)
+    now_ns: int = 0
+    service_name: str | None = None
+    environment: str | None = None
+
+
+def fold(data: FoldInput) -> dict[str, Any]:
+    """Fold one request into its trail document (JSON-safe types only)."""
+    root = data.root
+    root_ctx = root.context
+    attrs = _attrs(root)
+    root_start = root.start_time or 0
+    root_end = root.end_time or max(data.now_ns, root_start)
+    root_capture = data.captures.get(root_ctx.span_id, {}) if root_ctx else {}
+    resource = root.resource.attributes if root.resource else {}
+
+    entry_kind = _entry_kind(root, attrs)
+    request, response = _entry(entry_kind, root, attrs, root_capture)
+    entry_name = str(root_capture.get("name") or root.name)
+
+    names: dict[int, str] = {}
+    steps: list[dict[str, Any]] = []
+    integrations: list[dict[str, Any]] = []
+    errors: list[tuple[int, dict[str, Any]]] = []
+    for span in sorted(data.spans, key=_start_key):
+        role = classify(span)
+        if role is None or span.context is None:
+            continue
+        capture = data.captures.get(span.context.span_id, {})
+        common = _common(span, root_start, capture)
+        names[span.context.span_id] = common["name"]
+        error = _span_error(span, capture, role)
+        if role == "step":
+            steps.append(_step(span, common, capture, error))
+        else:
+            integrations.append(_integration(role, span, common, capture, error))
+        if error is not None:
+            errors.append((_error_time(span), {"source": common["name"], **error}))
+
+    root_error = _span_error(root, root_capture, entry_kind)
+    if root_error is not None:
+        errors.append((_error_time(root), {"source": entry_name, **root_error}))
+    for recorded in data.errors:
+        item = {k: json_safe(v) for k, v in recorded.items() if k != "time_ns" and v is not None}
+        errors.append((int(recorded.get("time_ns") or root_end), item))
+    errors.sort(key=lambda pair: pair[0])
+
+    otel_trace_id = trace_id_hex(root_ctx.trace_id) if root_ctx else "0" * 32
+    trace_id = valid_request_id(root_capture.get("trace_id")) or _header_id(request, "x-trace-id") or otel_trace_id
+    request_id = valid_request_id(root_capture.get("request_id")) or _header_id(request, "x-request-id") or trace_id
+    metadata = json_safe(dict(data.metadata))
+    dropped = {k: v for k, v in data.dropped.items() if v}
+    if data.open_spans:
+        dropped["open_spans"] = data.open_spans
+
+    return {
+        "timestamp": _rfc3339(root_start),
+        "trace_id": trace_id,
+        "request_id": request_id,
+        "service": data.service_name or _str(resource.get("service.name")) or "unknown_service",
+        "environment": data.environment
+        or _str(resource.get("deployment.environment.name"))
+        or _str(resource.get("deployment.environment")),
+        "request": request,
+        "response": response,
+        "latency_ms": _ms(root_end - root_start),
+        "internal_steps": steps,
+        "integrations": integrations,
+        "errors": [item for _, item in errors],
+        "metadata": metadata,
+        "version": TRAIL_VERSION,
+        "entry": {"kind": entry_kind, "name": entry_name},
+        "status": "error" if root_error is not None else "ok",
+        "complete": data.flush_reason == "complete" and not data.open_spans,
+        "flush_reason": data.flush_reason,
+        "dropped": dropped,
+        "otel": {
+            "trace_id": otel_trace_id,
+            "span_id": span_id_hex(root_ctx.span_id) if root_ctx else None,
+            "parent_span_id": span_id_hex(root.parent.span_id) if root.parent else None,
+        },
+    }
+
+
+def classify(span: ReadableSpan) -> str | None:
+    """``step``, an integration type, or ``None`` for instrumentation noise that is not part of the trail."""
+    attrs = _attrs(span)
+    scope = span.instrumentation_scope.name if span.instrumentation_scope else ""
+    if scope == SCOPE:
+        if attrs.get(ATTR_ROLE) == "integration":
+            kind = attrs.get(ATTR_INTEGRATION_TYPE)
+            return kind if kind in INTEGRATION_TYPES else "custom"
+        return "step"
+    if span.kind in (SpanKind.INTERNAL, SpanKind.SERVER, SpanKind.CONSUMER):
+        if scope.startswith(_NOISE_SCOPE_PREFIXES):
+            return None
+        if span.kind == SpanKind.INTERNAL:
+            return "step"
+    if attrs.get("rpc.system") == "grpc":
+        return "grpc"
+    messaging = sc.first(attrs, sc.MESSAGING_SYSTEM)
+    if messaging is not None or "kafka" in scope:
+        return "kafka" if messaging in (None, "kafka") else "custom"
+    db_system = sc.first(attrs, sc.DB_SYSTEM)
+    if db_system is not None:
+        if sc.first(attrs, sc.DB_STATEMENT) is None and span.name == "connect":
+            return None  # SQLAlchemy's pool connect span
+        return "cache" if db_system in sc.CACHE_SYSTEMS else "database"
+    if sc.first(attrs, sc.HTTP_METHOD) is not None:
+        return "http"
+    if span.kind in (SpanKind.SERVER, SpanKind.CONSUMER):
+        return "step"
+    return "custom"
+
+
+# ----------------------------------------------------------------------------------------------- entry
+
+
+def _entry_kind(root: ReadableSpan, attrs: Mapping[str, Any]) -> str:
+    if attrs.get("rpc.system") == "grpc":
+        return "grpc"
+    if sc.first(attrs, sc.HTTP_METHOD) is not None:
+        return "http"
+    if sc.first(attrs, sc.MESSAGING_SYSTEM) is not None or root.kind == SpanKind.CONSUMER:
+        return "kafka"
+    return "custom"
+
+
+def _entry(
+    kind: str, root: ReadableSpan, attrs: Mapping[str, Any], capture: Mapping[str, Any]
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    if kind == "http":
+        target = sc.first(attrs, sc.HTTP_TARGET)
+        path = sc.first(attrs, sc.URL_PATH)
+        query = sc.first(attrs, sc.URL_QUERY)
+        if target is not None and (path is None or query is None):
+            split_path, _, split_query = str(target).partition("?")
+            path = path if path is not None else split_path
+            query = query if query is not None else (split_query or None)
+        if path is None and (url := sc.first(attrs, sc.HTTP_URL)) is not None:
+            parts = urlsplit(str(url))
+            path, query = parts.path, query or parts.query or None
+        request: dict[str, Any] = {
+            "method": sc.first(attrs, sc.HTTP_METHOD),
+            "path": path,
+            "query": query,
+            "route": sc.first(attrs, sc.HTTP_ROUTE),
+            "headers": sc.header_attributes(attrs, "http.request.header."),
+            "body": None,
+        }
+        response: dict[str, Any] = {
+            "status": sc.as_int(sc.first(attrs, sc.HTTP_STATUS)),
+            "headers": sc.header_attributes(attrs, "http.response.header."),
+            "body": None,
+        }
+    elif kind == "grpc":
+        request = {"method": _grpc_full_method(root, attrs), "metadata": {}, "message": None}
+        response = {"status_code": _grpc_status(attrs), "message": None}
+    elif kind == "kafka":
+        request = _kafka_request(attrs, "consume")
+        response = {}
+    else:
+        request, response = {}, {}
+    return _merge(request, capture.get("request")), _merge(response, capture.get("response"))
+
+
+def _header_id(request: Mapping[str, Any], name: str) -> str | None:
+    headers = request.get("headers")
+    if not isinstance(headers, Mapping):
+        return None
+    for key, value in headers.items():
+        if isinstance(key, str) and key.lower() == name:
+            return valid_request_id(value)
+    return None
+
+
+# ------------------------------------------------------------------------------ steps and integrations
+
+
+def _common(span: ReadableSpan, root_start: int, capture: Mapping[str, Any]) -> dict[str, Any]:
+    start = span.start_time or root_start
+    end = span.end_time or start
+    ctx = span.context
+    return {
+        "name": str(capture.get("name") or _default_name(span)),
+        "start_offset_ms": _ms(start - root_start),
+        "latency_ms": _ms(end - start),
+        "span_id": span_id_hex(ctx.span_id) if ctx else None,
+        "parent_span_id": span_id_hex(span.parent.span_id) if span.parent else None,
+    }
+
+
+def _step(
+    span: ReadableSpan, common: dict[str, Any], capture: Mapping[str, Any], error: dict[str, Any] | None
+) -> dict[str, Any]:
+    step = {**common, "status": "error" if error else "ok"}
+    for key in ("request", "response"):
+        if key in capture:
+            step[key] = json_safe(capture[key])
+    attributes = {k: v for k, v in _attrs(span).items() if not k.startswith("gotrails.") and not k.startswith("code.")}
+    metadata = _merge(json_safe(attributes), capture.get("metadata"))
+    if metadata:
+        step["metadata"] = metadata
+    if error:
+        step["error"] = error
+    return step
+
+
+def _integration(
+    kind: str,
+    span: ReadableSpan,
+    common: dict[str, Any],
+    capture: Mapping[str, Any],
+    error: dict[str, Any] | None,
+) -> dict[str, Any]:
+    attrs = _attrs(span)
+    request, response, metadata = _integration_payloads(kind, span, attrs)
+    return {
+        "type": kind,
+        **common,
+        "request": _merge(request, capture.get("request")),
+        "response": _merge(response, capture.get("response")),
+        "error": error,
+        "metadata": _merge(metadata, capture.get("metadata")),
+    }
+
+
+def _integration_payloads(
+    kind: str, span: ReadableSpan, attrs: Mapping[str, Any]
+) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+    if kind == "http":
+        return (
+            {
+                "method": sc.first(attrs, sc.HTTP_METHOD),
+                "url": sc.first(attrs, sc.HTTP_URL),
+                "headers": sc.header_attributes(attrs, "http.request.header."),
+                "body": None,
+            },
+            {
+                "status": sc.as_int(sc.first(attrs, sc.HTTP_STATUS)),
+                "headers": sc.header_attributes(attrs, "http.response.header."),
+                "body": None,
+            },
+            {},
+        )
+    if kind == "database":
+        rows = sc.as_int(sc.first(attrs, sc.DB_ROWS))
+        return (
+            {"query": sc.first(attrs, sc.DB_STATEMENT), "args": None},
+            {"rows_affected": rows},
+            _drop_none({"system": sc.first(attrs, sc.DB_SYSTEM), "namespace": sc.first(attrs, sc.DB_NAMESPACE)}),
+        )
+    if kind == "cache":
+        commands = _redis_commands(span, attrs)
+        return (
+            {"command": " ".join(commands) if commands else None, "key": None},
+            {"status": None},
+            _drop_none(
+                {
+                    "system": sc.first(attrs, sc.DB_SYSTEM),
+                    "pipeline_length": len(commands) if len(commands) > 1 else None,
+                }
+            ),
+        )
+    if kind == "grpc":
+        return (
+            {"method": _grpc_full_method(span, attrs), "metadata": {}, "message": None},
+            {"status_code": _grpc_status(attrs), "message": None},
+            {},
+        )
+    if kind == "kafka":
+        action = "consume" if span.kind == SpanKind.CONSUMER else "produce"
+        request = _kafka_request(attrs, action)
+        response = {"partition": request.pop("partition"), "offset": request.pop("offset")}
+        return request, response, {}
+    return {}, {}, {}
+
+
+def _default_name(span: ReadableSpan) -> str:
+    role = classify(span)
+    attrs = _attrs(span)
+    if role == "http":
+        return _http_name(attrs) or span.name
+    if role == "database":
+        return _db_name(attrs)
+    if role == "cache":
+        commands = _redis_commands(span, attrs)
+        system = str(sc.first(attrs, sc.DB_SYSTEM) or "cache")
+        if len(commands) > 1:
+            return f"{system}.pipeline"
+        return f"{system}.{commands[0].lower()}" if commands else span.name
+    if role == "grpc":
+        service = str(sc.first(attrs, sc.RPC_SERVICE) or "")
+        method = sc.first(attrs, sc.RPC_METHOD)
+        if service and method:
+            return f"{service.rsplit('.', 1)[-1]}.{method}"
+        full = span.name.strip("/").split("/")
+        return f"{full[0].rsplit('.', 1)[-1]}.{full[1]}" if len(full) == 2 else span.name
+    if role == "kafka":
+        return str(sc.first(attrs, sc.MESSAGING_DESTINATION) or span.name)
+    return span.name
+
+
+def _http_name(attrs: Mapping[str, Any]) -> str | None:
+    method = sc.first(attrs, sc.HTTP_METHOD)
+    url = sc.first(attrs, sc.HTTP_URL)
+    if url is None:
+        return None
+    try:
+        parts = urlsplit(str(url))
+        host = parts.hostname or ""
+    except ValueError:
+        return None
+    return f"{method} {host}{parts.path or '/'}" if method else f"{host}{parts.path or '/'}"
+
+
+def _db_name(attrs: Mapping[str, Any]) -> str:
+    system = str(sc.first(attrs, sc.DB_SYSTEM) or "db")
+    system = sc.DB_SYSTEM_NAMES.get(system, system)
+    statement = sc.first(attrs, sc.DB_STATEMENT)
+    operation = sc.first(attrs, sc.DB_OPERATION)
+    if operation is None and statement is not None and (word := _SQL_FIRST_WORD.match(str(statement))):
+        operation = word.group(1)
+    table = sc.first(attrs, sc.DB_TABLE)
+    if table is None and statement is not None and (found := _SQL_TABLE.search(str(statement))):
+        table = found.group(1)
+    parts = [system, _unquote(str(table)) if table else None, str(operation).lower() if operation else None]
+    return ".".join(p for p in parts if p)
+
+
+def _unquote(identifier: str) -> str:
+    return identifier.rsplit(".", 1)[-1].strip('`"[]').lower()
+
+
+def _redis_commands(span: ReadableSpan, attrs: Mapping[str, Any]) -> list[str]:
+    statement = sc.first(attrs, sc.DB_STATEMENT)
+    if statement:
+        return [line.split()[0].upper() for line in str(statement).splitlines() if line.split()]
+    return [word.upper() for word in span.name.split()]
+
+
+def _grpc_full_method(span: ReadableSpan, attrs: Mapping[str, Any]) -> str:
+    service, method = sc.first(attrs, sc.RPC_SERVICE), sc.first(attrs, sc.RPC_METHOD)
+    if service and method:
+        return f"/{service}/{method}"
+    return span.name
+
+
+def _grpc_status(attrs: Mapping[str, Any]) -> str | None:
+    code = sc.as_int(sc.first(attrs, sc.RPC_GRPC_STATUS))
+    if code is None:
+        return None
+    return sc.GRPC_STATUS_NAMES[code] if 0 <= code < len(sc.GRPC_STATUS_NAMES) else str(code)
+
+
+def _kafka_request(attrs: Mapping[str, Any], action: str) -> dict[str, Any]:
+    return {
+        "action": action,
+        "topic": sc.first(attrs, sc.MESSAGING_DESTINATION),
+        "partition": sc.as_int(sc.first(attrs, sc.MESSAGING_PARTITION)),
+        "offset": sc.as_int(sc.first(attrs, sc.MESSAGING_OFFSET)),
+        "key": sc.first(attrs, sc.MESSAGING_KEY),
+        "value": None,
+        "headers": {},
+    }
+
+
+# ---------------------------------------------------------------------------------------------- errors
+
+
+def _span_error(span: ReadableSpan, capture: Mapping[str, Any], role: str) -> dict[str, Any] | None:
+    """The error of one span, or ``None``: a captured error, else its exception event, else its status."""
+    captured = capture.get("error")
+    if captured is not None:
+        return _error_dict(captured)
+    exc_type, exc_message = None, None
+    for event in span.events:
+        if event.name == "exception" and event.attributes:
+            exc_type = event.attributes.get(sc.EXCEPTION_TYPE)
+            exc_message = event.attributes.get(sc.EXCEPTION_MESSAGE)
+    failed = span.status.status_code == StatusCode.ERROR
+    if exc_type is None and not failed:
+        return None
+    attrs = _attrs(span)
+    message = exc_message or span.status.description
+    if not message:
+        if role == "http" and (status := sc.as_int(sc.first(attrs, sc.HTTP_STATUS))) is not None:
+            message = f"HTTP {status}"
+        elif role == "grpc" and (code := _grpc_status(attrs)) is not None:
+            message = f"gRPC {code}"
+        else:
+            message = str(sc.first(attrs, sc.ERROR_TYPE) or "error")
+    error: dict[str, Any] = {"message": str(message)}
+    error_type = exc_type or sc.first(attrs, sc.ERROR_TYPE)
+    if error_type is not None:
+        error["type"] = str(error_type)
+    return error
+
+
+def _error_dict(value: Any) -> dict[str, Any]:
+    if isinstance(value, BaseException):
+        return {"message": str(value) or type(value).__name__, "type": type(value).__qualname__}
+    if isinstance(value, Mapping):
+        safe = json_safe(value)
+        safe.setdefault("message", "error")
+        return dict(safe)
+    return {"message": str(json_safe(value))}
+
+
+def _error_time(span: ReadableSpan) -> int:
+    for event in reversed(span.events):
+        if event.name == "exception":
+            return event.timestamp
+    return span.end_time or span.start_time or 0
+
+
+# --------------------------------------------------------------------------------------------- helpers
+
+
+def _attrs(span: ReadableSpan) -> Mapping[str, Any]:
+    return span.attributes or {}
+
+
+def _start_key(span: ReadableSpan) -> tuple[int, int]:
+    return (span.start_time or 0, span.context.span_id if span.context else 0)
+
+
+def _merge(base: Any, extra: Any) -> Any:
+    """``base`` updated with the captured ``extra`` (dicts merge key by key; anything else replaces)."""
+    if extra is None:
+        return json_safe(base)
+    if isinstance(base, dict) and isinstance(extra, Mapping):
+        merged = dict(base)
+        merged.update(extra)
+        return json_safe(merged)
+    return json_safe(extra)
+
+
+def _drop_none(values: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in values.items() if v is not None}
+
+
+def _str(value: Any) -> str | None:
+    return None if value is None else str(value)
+
+
+def _ms(nanos: int) -> float:
+    return round(max(nanos, 0) / 1e6, 3)
+
+
+def _rfc3339(nanos: int) -> str:
+    moment = datetime.fromtimestamp(nanos // 1_000_000_000, tz=timezone.utc)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{(nanos // 1_000_000) % 1000:03d}Z"
