@@ -1,0 +1,121 @@
+"""Shared fixtures: a real SDK TracerProvider with a TrailProcessor per test, and schema validation of every trail."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import jsonschema
+import pytest
+from opentelemetry import trace
+from opentelemetry.context import Context
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor, TracerProvider
+
+from gotrails_otel import InMemoryTrailExporter, TrailConfig, TrailProcessor, trail_schema
+
+from .instrumentation import Instrumented
+
+_VALIDATOR = jsonschema.Draft202012Validator(trail_schema(), format_checker=jsonschema.FormatChecker())
+
+
+def validate_trail(trail: dict[str, Any]) -> None:
+    """Fail the test when ``trail`` does not match the published schema."""
+    errors = sorted(_VALIDATOR.iter_errors(trail), key=lambda e: list(e.path))
+    assert not errors, "\n".join(f"{list(e.path)}: {e.message}" for e in errors)
+
+
+class _Switch(SpanProcessor):
+    """The global provider's only processor; forwards to the current test's TrailProcessor."""
+
+    target: SpanProcessor | None = None
+
+    def on_start(self, span: Span, parent_context: Context | None = None) -> None:
+        if self.target is not None:
+            self.target.on_start(span, parent_context)
+
+    def on_end(self, span: ReadableSpan) -> None:
+        if self.target is not None:
+            self.target.on_end(span)
+
+
+_SWITCH = _Switch()
+_PROVIDER = TracerProvider(
+    resource=Resource.create({"service.name": "payment-service", "deployment.environment.name": "test"})
+)
+_PROVIDER.add_span_processor(_SWITCH)
+trace.set_tracer_provider(_PROVIDER)
+
+
+class TrailHarness:
+    """One test's trail pipeline: the global provider, a fresh processor and an in-memory exporter."""
+
+    def __init__(self, config: TrailConfig) -> None:
+        self.provider = _PROVIDER
+        self.exporter = InMemoryTrailExporter()
+        self.processor = TrailProcessor(self.exporter, config)
+        _SWITCH.target = self.processor
+
+    def instrumented(self, mode: str = "old") -> Instrumented:
+        return Instrumented(self.provider, mode)
+
+    def tracer(self, scope: str = "app.payments") -> trace.Tracer:
+        return self.provider.get_tracer(scope)
+
+    def trails(self, count: int, timeout: float = 5.0) -> list[dict[str, Any]]:
+        """Wait until ``count`` trails were exported (exactly), validate each against the schema, return them."""
+        deadline = time.monotonic() + timeout
+        while True:
+            self.processor.force_flush()
+            found = self.exporter.get_finished_trails()
+            if len(found) >= count or time.monotonic() > deadline:
+                break
+            time.sleep(0.005)
+        assert len(found) == count, f"expected {count} trails, got {len(found)}"
+        for trail in found:
+            validate_trail(trail)
+        return found
+
+    def one(self, timeout: float = 5.0) -> dict[str, Any]:
+        return self.trails(1, timeout)[0]
+
+    def settle(self, seconds: float) -> None:
+        """Give the flush thread time to act on deadlines, then flush what is ready."""
+        time.sleep(seconds)
+        self.processor.force_flush()
+
+
+@pytest.fixture
+def make_harness() -> Iterator[Callable[..., TrailHarness]]:
+    made: list[TrailHarness] = []
+
+    def make(**config: Any) -> TrailHarness:
+        config.setdefault("grace_ms", 200)
+        harness = TrailHarness(TrailConfig(**config))
+        made.append(harness)
+        return harness
+
+    yield make
+    for harness in made:
+        harness.processor.shutdown()
+    _SWITCH.target = None
+
+
+@pytest.fixture
+def harness(make_harness: Callable[..., TrailHarness]) -> TrailHarness:
+    return make_harness()
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """In CI a skipped service test is a failure: the service must be installed and started there."""
+    if os.environ.get("CI", "").lower() not in ("1", "true", "yes"):
+        return
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    skipped = reporter.stats.get("skipped", []) if reporter is not None else []
+    service_skips = [r for r in skipped if "service" in getattr(r, "keywords", {})]
+    if service_skips:
+        for report in service_skips:
+            print(f"\nCI: service test skipped: {report.nodeid}")
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
