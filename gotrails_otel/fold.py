@@ -6,11 +6,13 @@ httpx and a Redis span), reading both the old and the new semantic-convention ke
 
 from __future__ import annotations
 
+import functools
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any
+from types import MappingProxyType
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 from opentelemetry.sdk.trace import ReadableSpan
@@ -37,6 +39,8 @@ _SQL_TABLE = re.compile(
         ((?:[`"\[]?[\w$]+[`"\]]?\.)?[`"\[]?[\w$]+[`"\]]?)""",
     re.IGNORECASE | re.VERBOSE,
 )
+_T = TypeVar("_T")
+_EMPTY: Mapping[str, Any] = MappingProxyType({})
 _SQL_FIRST_WORD = re.compile(r"\s*(?:/\*.*?\*/\s*)*([A-Za-z]+)", re.DOTALL)
 
 
@@ -69,33 +73,32 @@ def fold(data: FoldInput) -> dict[str, Any]:
     attrs = _attrs(root)
     root_start = root.start_time or 0
     root_end = root.end_time or max(data.now_ns, root_start)
-    root_capture = data.captures.get(root_ctx.span_id, {}) if root_ctx else {}
+    root_capture = data.captures.get(root_ctx.span_id, _EMPTY) if root_ctx else _EMPTY
     resource = root.resource.attributes if root.resource else {}
 
     entry_kind = _entry_kind(root, attrs)
     request, response = _entry(entry_kind, root, attrs, root_capture)
     entry_name = str(root_capture.get("name") or root.name)
 
-    names: dict[int, str] = {}
     steps: list[dict[str, Any]] = []
     integrations: list[dict[str, Any]] = []
     errors: list[tuple[int, dict[str, Any]]] = []
     for span in sorted(data.spans, key=_start_key):
-        role = classify(span)
+        span_attrs = _attrs(span)
+        role = _classify(span, span_attrs)
         if role is None or span.context is None:
             continue
-        capture = data.captures.get(span.context.span_id, {})
-        common = _common(span, root_start, capture)
-        names[span.context.span_id] = common["name"]
-        error = _span_error(span, capture, role)
+        capture = data.captures.get(span.context.span_id, _EMPTY)
+        common = _common(span, span_attrs, role, root_start, capture)
+        error = _span_error(span, span_attrs, capture, role)
         if role == "step":
-            steps.append(_step(span, common, capture, error))
+            steps.append(_step(span_attrs, common, capture, error))
         else:
-            integrations.append(_integration(role, span, common, capture, error))
+            integrations.append(_integration(role, span, span_attrs, common, capture, error))
         if error is not None:
             errors.append((_error_time(span), {"source": common["name"], **error}))
 
-    root_error = _span_error(root, root_capture, entry_kind)
+    root_error = _span_error(root, attrs, root_capture, entry_kind)
     if root_error is not None:
         errors.append((_error_time(root), {"source": entry_name, **root_error}))
     for recorded in data.errors:
@@ -142,7 +145,10 @@ def fold(data: FoldInput) -> dict[str, Any]:
 
 def classify(span: ReadableSpan) -> str | None:
     """``step``, an integration type, or ``None`` for instrumentation noise that is not part of the trail."""
-    attrs = _attrs(span)
+    return _classify(span, _attrs(span))
+
+
+def _classify(span: ReadableSpan, attrs: Mapping[str, Any]) -> str | None:
     scope = span.instrumentation_scope.name if span.instrumentation_scope else ""
     if scope == SCOPE:
         if attrs.get(ATTR_ROLE) == "integration":
@@ -235,12 +241,14 @@ def _header_id(request: Mapping[str, Any], name: str) -> str | None:
 # ------------------------------------------------------------------------------ steps and integrations
 
 
-def _common(span: ReadableSpan, root_start: int, capture: Mapping[str, Any]) -> dict[str, Any]:
+def _common(
+    span: ReadableSpan, attrs: Mapping[str, Any], role: str, root_start: int, capture: Mapping[str, Any]
+) -> dict[str, Any]:
     start = span.start_time or root_start
     end = span.end_time or start
     ctx = span.context
     return {
-        "name": str(capture.get("name") or _default_name(span)),
+        "name": str(capture.get("name") or _default_name(span, attrs, role)),
         "start_offset_ms": _ms(start - root_start),
         "latency_ms": _ms(end - start),
         "span_id": span_id_hex(ctx.span_id) if ctx else None,
@@ -249,14 +257,14 @@ def _common(span: ReadableSpan, root_start: int, capture: Mapping[str, Any]) -> 
 
 
 def _step(
-    span: ReadableSpan, common: dict[str, Any], capture: Mapping[str, Any], error: dict[str, Any] | None
+    attrs: Mapping[str, Any], common: dict[str, Any], capture: Mapping[str, Any], error: dict[str, Any] | None
 ) -> dict[str, Any]:
     step = {**common, "status": "error" if error else "ok"}
     for key in ("request", "response"):
         if key in capture:
             step[key] = json_safe(capture[key])
-    attributes = {k: v for k, v in _attrs(span).items() if not k.startswith("gotrails.") and not k.startswith("code.")}
-    metadata = _merge(json_safe(attributes), capture.get("metadata"))
+    attributes = {k: v for k, v in attrs.items() if not k.startswith(("gotrails.", "code."))}
+    metadata = _merge(json_safe(attributes) if attributes else {}, capture.get("metadata"))
     if metadata:
         step["metadata"] = metadata
     if error:
@@ -267,12 +275,18 @@ def _step(
 def _integration(
     kind: str,
     span: ReadableSpan,
+    attrs: Mapping[str, Any],
     common: dict[str, Any],
     capture: Mapping[str, Any],
     error: dict[str, Any] | None,
 ) -> dict[str, Any]:
-    attrs = _attrs(span)
-    request, response, metadata = _integration_payloads(kind, span, attrs)
+    if span.instrumentation_scope is not None and span.instrumentation_scope.name == SCOPE:
+        # Made with ``integration()``: the caller sets request and response; no attribute-derived defaults.
+        request: dict[str, Any] = {}
+        response: dict[str, Any] = {}
+        metadata: dict[str, Any] = {}
+    else:
+        request, response, metadata = _integration_payloads(kind, span, attrs)
     return {
         "type": kind,
         **common,
@@ -334,9 +348,7 @@ def _integration_payloads(
     return {}, {}, {}
 
 
-def _default_name(span: ReadableSpan) -> str:
-    role = classify(span)
-    attrs = _attrs(span)
+def _default_name(span: ReadableSpan, attrs: Mapping[str, Any], role: str) -> str:
     if role == "http":
         return _http_name(attrs) or span.name
     if role == "database":
@@ -360,10 +372,12 @@ def _default_name(span: ReadableSpan) -> str:
 
 
 def _http_name(attrs: Mapping[str, Any]) -> str | None:
-    method = sc.first(attrs, sc.HTTP_METHOD)
     url = sc.first(attrs, sc.HTTP_URL)
-    if url is None:
-        return None
+    return None if url is None else _cached(_http_name_of, sc.first(attrs, sc.HTTP_METHOD), url)
+
+
+@functools.lru_cache(maxsize=2048)
+def _http_name_of(method: Any, url: Any) -> str | None:
     try:
         parts = urlsplit(str(url))
         host = parts.hostname or ""
@@ -373,17 +387,38 @@ def _http_name(attrs: Mapping[str, Any]) -> str | None:
 
 
 def _db_name(attrs: Mapping[str, Any]) -> str:
-    system = str(sc.first(attrs, sc.DB_SYSTEM) or "db")
+    key = (
+        str(sc.first(attrs, sc.DB_SYSTEM) or "db"),
+        sc.first(attrs, sc.DB_STATEMENT),
+        sc.first(attrs, sc.DB_OPERATION),
+        sc.first(attrs, sc.DB_TABLE),
+    )
+    return _cached(_db_name_of, *key)
+
+
+@functools.lru_cache(maxsize=2048)
+def _db_name_of(system: str, statement: Any, operation: Any, table: Any) -> str:
+    """``<system>.<table>.<operation>``; cached, as an application runs the same statements again and again."""
     system = sc.DB_SYSTEM_NAMES.get(system, system)
-    statement = sc.first(attrs, sc.DB_STATEMENT)
-    operation = sc.first(attrs, sc.DB_OPERATION)
     if operation is None and statement is not None and (word := _SQL_FIRST_WORD.match(str(statement))):
         operation = word.group(1)
-    table = sc.first(attrs, sc.DB_TABLE)
     if table is None and statement is not None and (found := _SQL_TABLE.search(str(statement))):
         table = found.group(1)
     parts = [system, _unquote(str(table)) if table else None, str(operation).lower() if operation else None]
     return ".".join(p for p in parts if p)
+
+
+_MAX_CACHED_TEXT = 2048
+
+
+def _cached(fn: Callable[..., _T], *args: Any) -> _T:
+    """``fn(*args)`` through its LRU cache, unless an argument is large or unhashable (then computed directly)."""
+    if all(not isinstance(a, str) or len(a) <= _MAX_CACHED_TEXT for a in args):
+        try:
+            return fn(*args)
+        except TypeError:  # an unhashable attribute value (API 1.45 allows dicts): not cacheable
+            pass
+    return fn.__wrapped__(*args)  # type: ignore[attr-defined,no-any-return]
 
 
 def _unquote(identifier: str) -> str:
@@ -426,7 +461,9 @@ def _kafka_request(attrs: Mapping[str, Any], action: str) -> dict[str, Any]:
 # ---------------------------------------------------------------------------------------------- errors
 
 
-def _span_error(span: ReadableSpan, capture: Mapping[str, Any], role: str) -> dict[str, Any] | None:
+def _span_error(
+    span: ReadableSpan, attrs: Mapping[str, Any], capture: Mapping[str, Any], role: str
+) -> dict[str, Any] | None:
     """The error of one span, or ``None``: a captured error, else its exception event, else its status."""
     captured = capture.get("error")
     if captured is not None:
@@ -439,7 +476,6 @@ def _span_error(span: ReadableSpan, capture: Mapping[str, Any], role: str) -> di
     failed = span.status.status_code == StatusCode.ERROR
     if exc_type is None and not failed:
         return None
-    attrs = _attrs(span)
     message = exc_message or span.status.description
     if not message:
         if role == "http" and (status := sc.as_int(sc.first(attrs, sc.HTTP_STATUS))) is not None:
@@ -476,21 +512,33 @@ def _error_time(span: ReadableSpan) -> int:
 
 
 def _attrs(span: ReadableSpan) -> Mapping[str, Any]:
-    return span.attributes or {}
+    """A plain-dict snapshot of the span's attributes.
+
+    Lookups through ``ReadableSpan.attributes`` (a mapping proxy over the SDK's ``BoundedAttributes``) cost a
+    Python call each; the SDK's underlying dict, when present, is copied at C speed instead. An ended span's
+    attributes are immutable, so the copy is safe.
+    """
+    inner = getattr(getattr(span, "_attributes", None), "_dict", None)
+    if isinstance(inner, dict):
+        return dict(inner) if inner else _EMPTY
+    attributes = span.attributes
+    return dict(attributes) if attributes else _EMPTY
 
 
 def _start_key(span: ReadableSpan) -> tuple[int, int]:
     return (span.start_time or 0, span.context.span_id if span.context else 0)
 
 
-def _merge(base: Any, extra: Any) -> Any:
-    """``base`` updated with the captured ``extra`` (dicts merge key by key; anything else replaces)."""
+def _merge(base: dict[str, Any], extra: Any) -> Any:
+    """``base`` (already JSON-safe) updated with the captured ``extra``, which is made JSON-safe.
+
+    Dicts merge key by key; any other captured value replaces ``base``.
+    """
     if extra is None:
-        return json_safe(base)
-    if isinstance(base, dict) and isinstance(extra, Mapping):
-        merged = dict(base)
-        merged.update(extra)
-        return json_safe(merged)
+        return base
+    if isinstance(extra, Mapping):
+        base.update(json_safe(extra))
+        return base
     return json_safe(extra)
 
 
@@ -503,7 +551,8 @@ def _str(value: Any) -> str | None:
 
 
 def _ms(nanos: int) -> float:
-    return round(max(nanos, 0) / 1e6, 3)
+    """Nanoseconds as milliseconds with microsecond resolution (three decimals)."""
+    return (nanos // 1000) / 1000 if nanos > 0 else 0.0
 
 
 def _rfc3339(nanos: int) -> str:
