@@ -247,12 +247,14 @@ def _common(
     start = span.start_time or root_start
     end = span.end_time or start
     ctx = span.context
+    parent = span.parent
+    name = capture.get("name")
     return {
-        "name": str(capture.get("name") or _default_name(span, attrs, role)),
+        "name": str(name) if name else _default_name(span, attrs, role),
         "start_offset_ms": _ms(start - root_start),
         "latency_ms": _ms(end - start),
-        "span_id": span_id_hex(ctx.span_id) if ctx else None,
-        "parent_span_id": span_id_hex(span.parent.span_id) if span.parent else None,
+        "span_id": f"{ctx.span_id:016x}" if ctx else None,
+        "parent_span_id": f"{parent.span_id:016x}" if parent else None,
     }
 
 
@@ -413,7 +415,7 @@ _MAX_CACHED_TEXT = 2048
 
 def _cached(fn: Callable[..., _T], *args: Any) -> _T:
     """``fn(*args)`` through its LRU cache, unless an argument is large or unhashable (then computed directly)."""
-    if all(not isinstance(a, str) or len(a) <= _MAX_CACHED_TEXT for a in args):
+    if not any(isinstance(a, str) and len(a) > _MAX_CACHED_TEXT for a in args):
         try:
             return fn(*args)
         except TypeError:  # an unhashable attribute value (API 1.45 allows dicts): not cacheable
@@ -468,12 +470,14 @@ def _span_error(
     captured = capture.get("error")
     if captured is not None:
         return _error_dict(captured)
+    failed = span.status.status_code == StatusCode.ERROR
+    if not failed and not _has_events(span):
+        return None
     exc_type, exc_message = None, None
     for event in span.events:
         if event.name == "exception" and event.attributes:
             exc_type = event.attributes.get(sc.EXCEPTION_TYPE)
             exc_message = event.attributes.get(sc.EXCEPTION_MESSAGE)
-    failed = span.status.status_code == StatusCode.ERROR
     if exc_type is None and not failed:
         return None
     message = exc_message or span.status.description
@@ -489,6 +493,12 @@ def _span_error(
     if error_type is not None:
         error["type"] = str(error_type)
     return error
+
+
+def _has_events(span: ReadableSpan) -> bool:
+    # ``ReadableSpan.events`` copies the SDK's list under a lock; its length alone is enough here.
+    events = getattr(span, "_events", None)
+    return bool(len(events)) if events is not None else bool(span.events)
 
 
 def _error_dict(value: Any) -> dict[str, Any]:
