@@ -16,9 +16,10 @@ DEPTH_MARKER = "[gotrails: nested too deep]"
 def json_safe(value: Any, depth: int = MAX_DEPTH) -> Any:
     """Return ``value`` as plain JSON types (dict with str keys, list, str, int, float, bool, None).
 
-    Never raises: bytes become text when they are UTF-8, else a marked ``{"$binary": {size, sha256}}``;
-    non-finite floats become strings; unknown objects become their ``repr`` marked as such; nesting deeper
-    than ``depth`` is cut with a marker. Integers outside 64 bits become strings (OTLP and orjson limits).
+    Never raises: objects with a ``__gotrails_json__`` method (captured bodies) are converted by it; bytes become
+    text when they are UTF-8, else a marked ``{"$binary": {size, sha256}}``; non-finite floats become strings;
+    unknown objects become their ``repr`` marked as such; nesting deeper than ``depth`` is cut with a marker.
+    Integers outside 64 bits become strings (OTLP and orjson limits).
     """
     if value is None or isinstance(value, (bool, str)):
         return value
@@ -28,6 +29,13 @@ def json_safe(value: Any, depth: int = MAX_DEPTH) -> Any:
         return value if math.isfinite(value) else str(value)
     if depth <= 0:
         return DEPTH_MARKER
+    to_json = getattr(type(value), "__gotrails_json__", None)
+    if to_json is not None:
+        try:
+            converted = to_json(value)
+        except Exception as exc:  # a payload that cannot be decoded is marked, never fatal for the trail
+            return {"$error": f"{type(exc).__name__}: {exc}"[:256]}
+        return json_safe(converted, depth - 1)
     if isinstance(value, Mapping):
         return {_key(k): json_safe(v, depth - 1) for k, v in value.items()}
     if isinstance(value, (list, tuple, set, frozenset)):

@@ -55,6 +55,13 @@ class TrailConfig:
         exporters: exporter names (``otel``, ``stdout``, ``file``); ``None`` chooses ``otel`` when an SDK
             LoggerProvider is configured, else ``stdout`` (``GOTRAILS_EXPORTER``, comma separated).
         file_path: where the ``file`` exporter appends JSON lines (``GOTRAILS_FILE``).
+        max_body_bytes: bytes kept of each captured body; the rest is counted, never held
+            (``GOTRAILS_MAX_BODY_BYTES``).
+        http_names: logical names of outgoing HTTP integrations, as ``(pattern, name)`` pairs; the pattern is a
+            glob matched against ``host/path`` (e.g. ``api.midtrans.com/v2/charge*``) or a host
+            (``GOTRAILS_HTTP_NAMES="api.midtrans.com/v2/charge*=midtrans.charge,..."``).
+        capture_cache_values: record cache values (Redis ``SET`` values and ``GET`` replies), not only keys and
+            reply status (``GOTRAILS_CAPTURE_CACHE_VALUES``).
     """
 
     enabled: bool = True
@@ -68,6 +75,9 @@ class TrailConfig:
     max_errors_per_trail: int = 100
     exporters: tuple[str, ...] | None = None
     file_path: str | None = None
+    max_body_bytes: int = 65_536
+    http_names: tuple[tuple[str, str], ...] = ()
+    capture_cache_values: bool = False
 
     def __post_init__(self) -> None:
         self._check(self.grace_ms >= 0, "grace_ms", "must be >= 0")
@@ -76,6 +86,15 @@ class TrailConfig:
         self._check(self.max_trails >= 1, "max_trails", "must be >= 1")
         self._check(self.max_spans_per_trail >= 1, "max_spans_per_trail", "must be >= 1")
         self._check(self.max_errors_per_trail >= 0, "max_errors_per_trail", "must be >= 0")
+        self._check(self.max_body_bytes >= 0, "max_body_bytes", "must be >= 0")
+        self._check(
+            all(
+                isinstance(p, tuple) and len(p) == 2 and all(isinstance(x, str) and x for x in p)
+                for p in self.http_names
+            ),
+            "http_names",
+            "must be (pattern, name) pairs of non-empty strings",
+        )
         self._check(bool(self.root_kinds), "root_kinds", "must name at least one span kind")
         self._check(
             all(isinstance(kind, SpanKind) for kind in self.root_kinds),
@@ -133,6 +152,9 @@ class TrailConfig:
         read("GOTRAILS_MAX_ERRORS", "max_errors_per_trail", _parse_int)
         read("GOTRAILS_EXPORTER", "exporters", _parse_list)
         read("GOTRAILS_FILE", "file_path", str)
+        read("GOTRAILS_MAX_BODY_BYTES", "max_body_bytes", _parse_int)
+        read("GOTRAILS_HTTP_NAMES", "http_names", _parse_pairs)
+        read("GOTRAILS_CAPTURE_CACHE_VALUES", "capture_cache_values", _parse_bool)
         values.update(overrides)
         try:
             return cls(**values)
@@ -164,6 +186,18 @@ def _parse_int(raw: str) -> int:
 
 def _parse_list(raw: str) -> tuple[str, ...]:
     return tuple(_split(raw))
+
+
+def _parse_pairs(raw: str) -> tuple[tuple[str, str], ...]:
+    pairs = []
+    for item in raw.split(","):
+        if not item.strip():
+            continue
+        pattern, sep, name = item.partition("=")
+        if not sep or not pattern.strip() or not name.strip():
+            raise ValueError(f"expected pattern=name, got {item.strip()!r}")
+        pairs.append((pattern.strip(), name.strip()))
+    return tuple(pairs)
 
 
 def _parse_kinds(raw: str) -> frozenset[SpanKind]:

@@ -6,6 +6,7 @@ httpx and a Redis span), reading both the old and the new semantic-convention ke
 
 from __future__ import annotations
 
+import fnmatch
 import functools
 import re
 from collections.abc import Callable, Mapping, Sequence
@@ -64,6 +65,7 @@ class FoldInput:
     now_ns: int = 0
     service_name: str | None = None
     environment: str | None = None
+    http_names: tuple[tuple[str, str], ...] = ()
 
 
 def fold(data: FoldInput) -> dict[str, Any]:
@@ -89,7 +91,7 @@ def fold(data: FoldInput) -> dict[str, Any]:
         if role is None or span.context is None:
             continue
         capture = data.captures.get(span.context.span_id, _EMPTY)
-        common = _common(span, span_attrs, role, root_start, capture)
+        common = _common(span, span_attrs, role, root_start, capture, data.http_names)
         error = _span_error(span, span_attrs, capture, role)
         if role == "step":
             steps.append(_step(span_attrs, common, capture, error))
@@ -242,7 +244,12 @@ def _header_id(request: Mapping[str, Any], name: str) -> str | None:
 
 
 def _common(
-    span: ReadableSpan, attrs: Mapping[str, Any], role: str, root_start: int, capture: Mapping[str, Any]
+    span: ReadableSpan,
+    attrs: Mapping[str, Any],
+    role: str,
+    root_start: int,
+    capture: Mapping[str, Any],
+    http_names: tuple[tuple[str, str], ...],
 ) -> dict[str, Any]:
     start = span.start_time or root_start
     end = span.end_time or start
@@ -250,7 +257,7 @@ def _common(
     parent = span.parent
     name = capture.get("name")
     return {
-        "name": str(name) if name else _default_name(span, attrs, role),
+        "name": str(name) if name else _default_name(span, attrs, role, http_names),
         "start_offset_ms": _ms(start - root_start),
         "latency_ms": _ms(end - start),
         "span_id": f"{ctx.span_id:016x}" if ctx else None,
@@ -350,8 +357,13 @@ def _integration_payloads(
     return {}, {}, {}
 
 
-def _default_name(span: ReadableSpan, attrs: Mapping[str, Any], role: str) -> str:
+def _default_name(
+    span: ReadableSpan, attrs: Mapping[str, Any], role: str, http_names: tuple[tuple[str, str], ...] = ()
+) -> str:
     if role == "http":
+        url = sc.first(attrs, sc.HTTP_URL)
+        if http_names and url is not None and (logical := _cached(_http_logical_name, str(url), http_names)):
+            return logical
         return _http_name(attrs) or span.name
     if role == "database":
         return _db_name(attrs)
@@ -386,6 +398,22 @@ def _http_name_of(method: Any, url: Any) -> str | None:
     except ValueError:
         return None
     return f"{method} {host}{parts.path or '/'}" if method else f"{host}{parts.path or '/'}"
+
+
+@functools.lru_cache(maxsize=2048)
+def _http_logical_name(url: str, http_names: tuple[tuple[str, str], ...]) -> str | None:
+    """The configured name of the first pattern matching ``host/path`` or the host of ``url``."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return None
+    host = (parts.hostname or "").lower()
+    target = f"{host}{parts.path or '/'}"
+    for pattern, name in http_names:
+        low = pattern.lower()
+        if fnmatch.fnmatchcase(target, low) or fnmatch.fnmatchcase(host, low) or fnmatch.fnmatchcase(url, pattern):
+            return name
+    return None
 
 
 def _db_name(attrs: Mapping[str, Any]) -> str:
