@@ -119,3 +119,27 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         for report in service_skips:
             print(f"\nCI: service test skipped: {report.nodeid}")
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def set_semconv_mode(mode: str) -> None:
+    """Switch the contrib instrumentations' semantic-convention mode (read once per process) for the next
+    ``instrument()`` call: ``old``, ``new`` (``http,database``) or ``dup`` (``http/dup,database/dup``)."""
+    from opentelemetry.instrumentation._semconv import _OpenTelemetrySemanticConventionStability as Stability
+
+    value = {"old": "", "new": "http,database", "dup": "http/dup,database/dup"}[mode]
+    if value:
+        os.environ["OTEL_SEMCONV_STABILITY_OPT_IN"] = value
+    else:
+        os.environ.pop("OTEL_SEMCONV_STABILITY_OPT_IN", None)
+    with Stability._lock:
+        Stability._initialized = False
+        Stability._OTEL_SEMCONV_STABILITY_SIGNAL_MAPPING = {}
+    Stability._initialize()
+
+
+@pytest.fixture(params=["old", "new"])
+def semconv(request: pytest.FixtureRequest) -> Iterator[str]:
+    """Run the test once per semantic-convention mode (instrument inside the test, after this fixture)."""
+    set_semconv_mode(request.param)
+    yield request.param
+    set_semconv_mode("old")
