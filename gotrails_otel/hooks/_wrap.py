@@ -36,7 +36,8 @@ def unwrap(module: str, name: str) -> None:
         owner = getattr(owner, part)
     # Walk the chain of wrappers (another library may have wrapped ours) and cut ours out.
     # On a class, read the attribute from its __dict__: getattr would bind the descriptor.
-    parent, current = owner, vars(owner).get(attr) if isinstance(owner, type) else getattr(owner, attr)
+    parent: Any = owner
+    current: Any = vars(owner).get(attr) if isinstance(owner, type) else getattr(owner, attr)
     while hasattr(current, "_self_wrapper") and hasattr(current, "__wrapped__"):
         if getattr(current, "_self_wrapper", None) is wrapper:
             inner = current.__wrapped__
