@@ -1,0 +1,180 @@
+"""Incoming HTTP for ASGI apps (FastAPI, Starlette, plain ASGI): request and response, bodies included.
+
+:func:`install` wraps the contrib ``OpenTelemetryMiddleware`` (which FastAPI's and Starlette's instrumentors
+insert, and which plain ASGI apps are wrapped in) so that each request's ``receive`` and ``send`` are observed
+— independently of the instrumentation's own receive/send spans and hooks, so it also works with
+``exclude_spans=["receive", "send"]``. Body chunks are copied up to ``max_body_bytes``; streaming responses are
+recorded up to the limit and marked beyond it. Nothing is consumed: every message reaches the app and the server
+unchanged. The trail stays open until the app returns, so background tasks that run after the response belong to
+the request that queued them (within the grace period).
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+from opentelemetry import trace
+
+from ..capture import BodyCapture, Target, guard, header_value, headers_dict, target_for
+
+__all__ = ["install", "instrumentor_kwargs", "uninstall"]
+
+_PLUMBING_SUFFIXES = (" http receive", " http send")
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+
+
+def instrumentor_kwargs() -> dict[str, Any]:
+    """Hook arguments for ``FastAPIInstrumentor``/``OpenTelemetryMiddleware``: none are needed (see :func:`install`)."""
+    return {}
+
+
+_original: Callable[..., Awaitable[Any]] | None = None
+
+
+def install() -> bool:
+    """Observe every request that passes the OTel ASGI middleware; ``False`` when it is not installed.
+
+    The middleware's ``__call__`` is replaced by a real coroutine function (not a proxy object), so servers that
+    detect ASGI 3 apps with ``inspect.iscoroutinefunction`` (uvicorn) still do.
+    """
+    global _original
+    if _original is not None:
+        return True
+    try:
+        from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
+    except ImportError:
+        return False
+    original = OpenTelemetryMiddleware.__call__
+
+    @functools.wraps(original)
+    async def __call__(self: Any, scope: Scope, receive: Any, send: Any) -> None:
+        if not isinstance(scope, MutableMapping) or scope.get("type") != "http":
+            return await original(self, scope, receive, send)
+        exchange = _Exchange(scope)
+        try:
+            return await original(self, scope, exchange.wrap_receive(receive), exchange.wrap_send(send))
+        finally:
+            exchange.done()
+
+    OpenTelemetryMiddleware.__call__ = __call__  # type: ignore[method-assign,assignment]
+    _original = original
+    return True
+
+
+def uninstall() -> None:
+    """Stop observing ASGI requests."""
+    global _original
+    if _original is None:
+        return
+    from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
+
+    OpenTelemetryMiddleware.__call__ = _original  # type: ignore[method-assign]
+    _original = None
+
+
+def _server_target() -> Target | None:
+    """The SERVER span of this request: the current span, or the parent of the receive/send span we are in."""
+    span = trace.get_current_span()
+    name = getattr(span, "name", "")
+    parent = getattr(span, "parent", None)
+    if parent is not None and isinstance(name, str) and name.endswith(_PLUMBING_SUFFIXES):
+        target = target_for(span)
+        if target is None:
+            return None
+        return Target(target.store, parent.span_id)
+    return target_for(span)
+
+
+class _Exchange:
+    """One HTTP request/response as seen by the ASGI app."""
+
+    __slots__ = ("_release", "_request_body", "_response_body", "_scope", "_target")
+
+    def __init__(self, scope: Scope) -> None:
+        self._scope = scope
+        self._target: Target | None = None
+        self._release: Callable[[], None] | None = None
+        self._request_body: BodyCapture | None = None
+        self._response_body: BodyCapture | None = None
+
+    def _ensure_target(self) -> Target | None:
+        if self._target is None:
+            target = _server_target()
+            if target is None:
+                return None
+            self._target = target
+            # The SERVER span ends with the last body chunk, but the app may still run background tasks or
+            # watch for a disconnect: keep the trail open until the app returns (at most the grace period).
+            self._release = target.hold()
+            scope = self._scope
+            query = scope.get("query_string") or b""
+            headers = headers_dict(scope.get("headers") or ())
+            request: dict[str, Any] = {
+                "method": scope.get("method"),
+                "path": scope.get("path"),
+                "query": query.decode("latin-1") if isinstance(query, bytes) and query else None,
+                "headers": headers,
+            }
+            target.update("request", request)
+        return self._target
+
+    def done(self) -> None:
+        """The app returned: let the trail flush once its spans have ended."""
+        release, self._release = self._release, None
+        if release is not None:
+            release()
+
+    def wrap_receive(self, receive: Callable[[], Awaitable[Message]]) -> Callable[[], Awaitable[Message]]:
+        async def capture_receive() -> Message:
+            message = await receive()
+            self._on_receive(message)
+            return message
+
+        return capture_receive
+
+    def wrap_send(self, send: Callable[[Message], Awaitable[None]]) -> Callable[[Message], Awaitable[None]]:
+        async def capture_send(message: Message) -> None:
+            self._on_send(message)
+            await send(message)
+
+        return capture_send
+
+    @guard
+    def _on_receive(self, message: Message) -> None:
+        if message.get("type") != "http.request":
+            return
+        target = self._ensure_target()
+        if target is None:
+            return
+        if self._request_body is None:
+            headers = headers_dict(self._scope.get("headers") or ())
+            self._request_body = BodyCapture(
+                target.config.max_body_bytes,
+                header_value(headers, "content-type"),
+                header_value(headers, "content-encoding"),
+            )
+            target.update("request", {"body": self._request_body})
+        self._request_body.add(message.get("body"))
+
+    @guard
+    def _on_send(self, message: Message) -> None:
+        kind = message.get("type")
+        if kind == "http.response.start":
+            target = self._ensure_target()
+            if target is None:
+                return
+            headers = headers_dict(message.get("headers") or ())
+            self._response_body = BodyCapture(
+                target.config.max_body_bytes,
+                header_value(headers, "content-type"),
+                header_value(headers, "content-encoding"),
+            )
+            target.update(
+                "response", {"status": message.get("status"), "headers": headers, "body": self._response_body}
+            )
+        elif kind == "http.response.body" and self._response_body is not None:
+            self._response_body.add(message.get("body"))

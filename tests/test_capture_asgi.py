@@ -1,0 +1,182 @@
+"""Incoming HTTP through ASGI (FastAPI, plain ASGI) served by a real uvicorn server."""
+
+from __future__ import annotations
+
+import gzip
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+from fastapi import BackgroundTasks, FastAPI, Request
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
+from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
+
+import gotrails_otel as gt
+from gotrails_otel.hooks import asgi as asgi_hooks
+
+from .conftest import TrailHarness
+from .services import ThreadServer
+
+
+def payment_app() -> FastAPI:
+    app = FastAPI()
+
+    @app.post("/v1/payments")
+    async def create(request: Request) -> JSONResponse:
+        body = await request.json()
+        with gt.step("ValidateRequest"):
+            if body.get("amount", 0) <= 0:
+                return JSONResponse({"error": "amount must be positive"}, status_code=422)
+        return JSONResponse({"payment_id": "pay-123", "status": "PENDING"}, status_code=201)
+
+    @app.get("/v1/payments/{pid}")
+    def read(pid: str, verbose: int = 0) -> dict[str, Any]:
+        return {"payment_id": pid, "verbose": verbose}
+
+    @app.get("/stream")
+    async def stream() -> StreamingResponse:
+        async def chunks() -> Any:
+            for n in range(5):
+                yield f"line-{n}\n".encode()
+
+        return StreamingResponse(chunks(), media_type="text/plain")
+
+    @app.get("/gzip")
+    async def gz() -> Response:
+        return Response(gzip.compress(b'{"zipped": true}'), media_type="application/json", headers={"content-encoding": "gzip"})
+
+    @app.get("/crash")
+    async def crash() -> None:
+        raise RuntimeError("database on fire")
+
+    @app.post("/later")
+    async def later(tasks: BackgroundTasks) -> dict[str, str]:
+        def audit() -> None:
+            with gt.step("AuditInBackground"):
+                pass
+
+        tasks.add_task(audit)
+        return {"queued": "yes"}
+
+    return app
+
+
+@pytest.fixture
+def fastapi_server(semconv: str) -> Iterator[ThreadServer]:
+    asgi_hooks.install()
+    app = payment_app()
+    FastAPIInstrumentor.instrument_app(app, **asgi_hooks.instrumentor_kwargs())
+    server = ThreadServer(app, "asgi")
+    yield server
+    server.close()
+    FastAPIInstrumentor.uninstrument_app(app)
+    asgi_hooks.uninstall()
+
+
+def _trail_for(h: TrailHarness, path: str, count: int = 1) -> dict[str, Any]:
+    trails = [t for t in h.trails(count) if t["request"]["path"] == path]
+    assert len(trails) == 1
+    return trails[0]
+
+
+@pytest.mark.service
+def test_fastapi_request_and_response(harness: TrailHarness, fastapi_server: ThreadServer) -> None:
+    response = httpx.post(
+        f"{fastapi_server.url}/v1/payments?source=web",
+        json={"amount": 150000, "payment_method": "bank_transfer"},
+        headers={"Cookie": "session=abc123", "X-Trace-ID": "req-abc-123", "X-Request-ID": "r-77"},
+    )
+    assert response.status_code == 201
+    trail = _trail_for(harness, "/v1/payments")
+    assert trail["trace_id"] == "req-abc-123" and trail["request_id"] == "r-77"
+    request = trail["request"]
+    assert request["method"] == "POST" and request["query"] == "source=web" and request["route"] == "/v1/payments"
+    assert request["body"] == {"amount": 150000, "payment_method": "bank_transfer"}
+    assert request["headers"]["content-type"] == ["application/json"]
+    assert request["headers"]["cookie"] == ["***"]
+    assert trail["response"]["status"] == 201
+    assert trail["response"]["body"] == {"payment_id": "pay-123", "status": "PENDING"}
+    assert trail["response"]["headers"]["content-type"] == ["application/json"]
+    assert [s["name"] for s in trail["internal_steps"]] == ["ValidateRequest"]
+    assert trail["complete"] is True
+    assert "abc123" not in str(trail)
+
+
+@pytest.mark.service
+def test_validation_failure_and_get_without_body(harness: TrailHarness, fastapi_server: ThreadServer) -> None:
+    assert httpx.post(f"{fastapi_server.url}/v1/payments", json={"amount": 0}).status_code == 422
+    assert httpx.get(f"{fastapi_server.url}/v1/payments/pay-9?verbose=1").json() == {"payment_id": "pay-9", "verbose": 1}
+    trails = {t["request"]["path"]: t for t in harness.trails(2)}
+    rejected = trails["/v1/payments"]
+    assert rejected["response"] == {
+        "status": 422,
+        "headers": rejected["response"]["headers"],
+        "body": {"error": "amount must be positive"},
+    }
+    assert rejected["status"] == "ok"  # a 4xx is the service's answer, not its failure
+    read = trails["/v1/payments/pay-9"]
+    assert read["request"]["body"] is None and read["request"]["query"] == "verbose=1"
+    assert read["response"]["body"] == {"payment_id": "pay-9", "verbose": 1}
+
+
+@pytest.mark.service
+def test_streaming_response_up_to_the_limit(make_harness: Any, fastapi_server: ThreadServer) -> None:
+    h = make_harness(max_body_bytes=16)
+    assert httpx.get(f"{fastapi_server.url}/stream").text == "".join(f"line-{n}\n" for n in range(5))
+    trail = _trail_for(h, "/stream")
+    assert trail["response"]["body"] == {"$truncated": {"size": 35, "kept": 16, "text": "line-0\nline-1\nli"}}
+
+
+@pytest.mark.service
+def test_gzip_response_body_is_decoded(harness: TrailHarness, fastapi_server: ThreadServer) -> None:
+    assert httpx.get(f"{fastapi_server.url}/gzip").json() == {"zipped": True}
+    assert _trail_for(harness, "/gzip")["response"]["body"] == {"zipped": True}
+
+
+@pytest.mark.service
+def test_unhandled_exception_gives_500_and_error(harness: TrailHarness, fastapi_server: ThreadServer) -> None:
+    assert httpx.get(f"{fastapi_server.url}/crash").status_code == 500
+    trail = _trail_for(harness, "/crash")
+    assert trail["status"] == "error"
+    assert trail["response"]["status"] == 500
+    assert any(e["message"] == "database on fire" and e["type"] == "RuntimeError" for e in trail["errors"])
+
+
+@pytest.mark.service
+def test_background_task_belongs_to_its_request(harness: TrailHarness, fastapi_server: ThreadServer) -> None:
+    assert httpx.post(f"{fastapi_server.url}/later").json() == {"queued": "yes"}
+    trail = _trail_for(harness, "/later")
+    assert [s["name"] for s in trail["internal_steps"]] == ["AuditInBackground"]
+    assert trail["complete"] is True
+
+
+async def plain_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    body = b""
+    while True:
+        message = await receive()
+        body += message.get("body", b"")
+        if not message.get("more_body"):
+            break
+    await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})
+    await send({"type": "http.response.body", "body": b"echo:", "more_body": True})
+    await send({"type": "http.response.body", "body": body})
+
+
+@pytest.mark.service
+@pytest.mark.parametrize("exclude", [None, ["receive", "send"]])
+def test_plain_asgi_app_with_and_without_receive_send_spans(
+    harness: TrailHarness, semconv: str, exclude: list[str] | None
+) -> None:
+    asgi_hooks.install()
+    server = ThreadServer(OpenTelemetryMiddleware(plain_app, exclude_spans=exclude), "asgi")
+    try:
+        assert httpx.post(f"{server.url}/echo", content=b"hello world").text == "echo:hello world"
+    finally:
+        server.close()
+        asgi_hooks.uninstall()
+    trail = _trail_for(harness, "/echo")
+    assert trail["request"]["body"] == "hello world"
+    assert trail["response"]["body"] == "echo:hello world"
+    assert trail["response"]["status"] == 200
