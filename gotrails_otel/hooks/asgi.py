@@ -60,7 +60,7 @@ def install() -> bool:
         finally:
             exchange.done()
 
-    OpenTelemetryMiddleware.__call__ = __call__  # type: ignore[method-assign,assignment]
+    OpenTelemetryMiddleware.__call__ = __call__  # type: ignore[method-assign]
     _original = original
     return True
 
@@ -72,7 +72,7 @@ def uninstall() -> None:
         return
     from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
 
-    OpenTelemetryMiddleware.__call__ = _original  # type: ignore[method-assign]
+    OpenTelemetryMiddleware.__call__ = _original  # type: ignore[method-assign,assignment]
     _original = None
 
 
