@@ -45,7 +45,9 @@ def payment_app() -> FastAPI:
 
     @app.get("/gzip")
     async def gz() -> Response:
-        return Response(gzip.compress(b'{"zipped": true}'), media_type="application/json", headers={"content-encoding": "gzip"})
+        return Response(
+            gzip.compress(b'{"zipped": true}'), media_type="application/json", headers={"content-encoding": "gzip"}
+        )
 
     @app.get("/crash")
     async def crash() -> None:
@@ -107,7 +109,10 @@ def test_fastapi_request_and_response(harness: TrailHarness, fastapi_server: Thr
 @pytest.mark.service
 def test_validation_failure_and_get_without_body(harness: TrailHarness, fastapi_server: ThreadServer) -> None:
     assert httpx.post(f"{fastapi_server.url}/v1/payments", json={"amount": 0}).status_code == 422
-    assert httpx.get(f"{fastapi_server.url}/v1/payments/pay-9?verbose=1").json() == {"payment_id": "pay-9", "verbose": 1}
+    assert httpx.get(f"{fastapi_server.url}/v1/payments/pay-9?verbose=1").json() == {
+        "payment_id": "pay-9",
+        "verbose": 1,
+    }
     trails = {t["request"]["path"]: t for t in harness.trails(2)}
     rejected = trails["/v1/payments"]
     assert rejected["response"] == {
