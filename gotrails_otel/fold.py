@@ -430,6 +430,9 @@ def _db_name(attrs: Mapping[str, Any]) -> str:
 def _db_name_of(system: str, statement: Any, operation: Any, table: Any) -> str:
     """``<system>.<table>.<operation>``; cached, as an application runs the same statements again and again."""
     system = sc.DB_SYSTEM_NAMES.get(system, system)
+    # The SQLAlchemy instrumentation sets db.operation to its span name ("INSERT mydb"): keep the first word.
+    words = str(operation).split() if operation is not None else []
+    operation = words[0] if words else None
     if operation is None and statement is not None and (word := _SQL_FIRST_WORD.match(str(statement))):
         operation = word.group(1)
     if table is None and statement is not None and (found := _SQL_TABLE.search(str(statement))):

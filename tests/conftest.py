@@ -143,3 +143,27 @@ def semconv(request: pytest.FixtureRequest) -> Iterator[str]:
     set_semconv_mode(request.param)
     yield request.param
     set_semconv_mode("old")
+
+
+@pytest.fixture(scope="session")
+def postgres_service() -> Iterator[Any]:
+    from .services import postgres_server
+
+    with postgres_server() as service:
+        yield service
+
+
+@pytest.fixture(scope="session")
+def redis_service() -> Iterator[Any]:
+    from .services import redis_server
+
+    with redis_server() as service:
+        yield service
+
+
+@pytest.fixture(scope="session")
+def kafka_service() -> Iterator[Any]:
+    from .services import kafka_broker
+
+    with kafka_broker() as service:
+        yield service
