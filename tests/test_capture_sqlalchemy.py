@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
+import sqlalchemy.ext.asyncio as sa_async
 from opentelemetry.instrumentation.sqlalchemy import SQLAlchemyInstrumentor
 from opentelemetry.trace import SpanKind
-import sqlalchemy.ext.asyncio as sa_async
 
 from gotrails_otel.hooks import sqlalchemy as sa_hooks
 
