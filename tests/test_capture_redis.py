@@ -11,6 +11,8 @@ import redis
 import redis.asyncio
 from opentelemetry.instrumentation.redis import RedisInstrumentor
 from opentelemetry.trace import SpanKind
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from gotrails_otel.hooks import redis as redis_hooks
 
@@ -101,7 +103,7 @@ def test_asyncio_client(harness: TrailHarness, instrumented: str, redis_service:
 def test_redis_errors(harness: TrailHarness, instrumented: str, redis_service: Any) -> None:
     client = redis.Redis.from_url(redis_service.url)
     client.set("a-string", "x")
-    down = redis.Redis(port=free_port(), socket_connect_timeout=1)
+    down = redis.Redis(port=free_port(), socket_connect_timeout=1, retry=Retry(NoBackoff(), 0))
     with _root(harness):
         with pytest.raises(redis.ResponseError):
             client.lpush("a-string", "item")

@@ -13,6 +13,7 @@ installed (it wraps ``create_async_engine``). :func:`instrumentor_kwargs` theref
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 from collections.abc import Mapping, Sequence
 from importlib import metadata
@@ -46,14 +47,11 @@ def support_problem() -> str | None:
     version = _version()
     if not version:
         return "SQLAlchemy is not installed"
-    if version >= (2, 1):
-        try:
-            import greenlet  # noqa: F401
-        except ImportError:
-            return (
-                "SQLAlchemy 2.1 needs the 'greenlet' package for the OpenTelemetry SQLAlchemy instrumentation "
-                "(pip install greenlet, or gotrails-otel[sqlalchemy]); database calls are not traced"
-            )
+    if version >= (2, 1) and importlib.util.find_spec("greenlet") is None:
+        return (
+            "SQLAlchemy 2.1 needs the 'greenlet' package for the OpenTelemetry SQLAlchemy instrumentation "
+            "(pip install greenlet, or gotrails-otel[sqlalchemy]); database calls are not traced"
+        )
     return None
 
 
