@@ -231,12 +231,14 @@ def _entry(
 
 
 def _header_id(request: Mapping[str, Any], name: str) -> str | None:
-    headers = request.get("headers")
-    if not isinstance(headers, Mapping):
-        return None
-    for key, value in headers.items():
-        if isinstance(key, str) and key.lower() == name:
-            return valid_request_id(value)
+    """An incoming id from HTTP headers, gRPC metadata or Kafka record headers (validated)."""
+    for part in ("headers", "metadata"):
+        headers = request.get(part)
+        if not isinstance(headers, Mapping):
+            continue
+        for key, value in headers.items():
+            if isinstance(key, str) and key.lower() == name:
+                return valid_request_id(value)
     return None
 
 
