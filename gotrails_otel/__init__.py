@@ -33,6 +33,7 @@ from .exporters import (
     StdoutTrailExporter,
     TrailExporter,
 )
+from .hooks.kafka import kafka_record
 from .processor import CaptureStore, TrailProcessor
 from .schema import trail_schema
 
@@ -51,6 +52,7 @@ __all__ = [
     "__version__",
     "end_step",
     "integration",
+    "kafka_record",
     "record_error",
     "set_metadata",
     "start_step",

@@ -383,7 +383,12 @@ def _default_name(
         full = span.name.strip("/").split("/")
         return f"{full[0].rsplit('.', 1)[-1]}.{full[1]}" if len(full) == 2 else span.name
     if role == "kafka":
-        return str(sc.first(attrs, sc.MESSAGING_DESTINATION) or span.name)
+        destination = sc.first(attrs, sc.MESSAGING_DESTINATION)
+        if destination is not None:
+            return str(destination)
+        # "<topic> send" when the send failed before the instrumentation set its attributes
+        topic, _, operation = span.name.rpartition(" ")
+        return topic if topic and operation in ("send", "receive", "process", "publish") else span.name
     return span.name
 
 
