@@ -1,0 +1,220 @@
+"""The seed's payment example end to end: one FastAPI request and one Flask request that validate (step), insert
+into PostgreSQL, SET in Redis, POST to an HTTP upstream, produce to Kafka and call a gRPC UserService — each gives
+one trail holding all of it with the real values, valid against the schema."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from concurrent import futures
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+import httpx
+import pytest
+import redis
+import sqlalchemy as sa
+from google.protobuf.struct_pb2 import Struct
+from kafka import KafkaProducer
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+import gotrails_otel as gt
+from gotrails_otel.hooks import instrument_libraries, uninstrument_libraries
+
+from .conftest import TrailHarness
+from .services import ThreadServer, free_port
+
+USER_SERVICE = "users.v1.UserService"
+
+
+async def gateway_charge(request: Request) -> JSONResponse:
+    body = await request.json()
+    return JSONResponse(
+        {"transaction_id": "trx-456", "transaction_status": "pending", "order_id": body["order_id"]}, status_code=201
+    )
+
+
+def get_user(request: Struct, context: grpc.ServicerContext) -> Struct:
+    reply = Struct()
+    reply.update({"user_id": request["user_id"], "email": "user@email.com"})
+    return reply
+
+
+@dataclass
+class Backends:
+    engine: sa.Engine
+    cache: redis.Redis
+    gateway: str
+    producer: KafkaProducer
+    users: Any
+    topic: str
+
+
+@pytest.fixture
+def backends(postgres_service: Any, redis_service: Any, kafka_service: Any, semconv: str) -> Iterator[Backends]:
+    assert set(instrument_libraries()) >= {
+        "fastapi",
+        "flask",
+        "httpx",
+        "sqlalchemy",
+        "redis",
+        "grpc_client",
+        "grpc_server",
+        "kafka",
+    }
+    gateway = ThreadServer(Starlette(routes=[Route("/v2/charge", gateway_charge, methods=["POST"])]), "asgi")
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
+    handler = grpc.unary_unary_rpc_method_handler(
+        get_user, request_deserializer=Struct.FromString, response_serializer=Struct.SerializeToString
+    )
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(USER_SERVICE, {"GetUser": handler}),))
+    port = free_port()
+    server.add_insecure_port(f"127.0.0.1:{port}")
+    server.start()
+    channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+    engine = sa.create_engine(postgres_service.url)
+    with engine.begin() as conn:
+        conn.execute(sa.text("DROP TABLE IF EXISTS payments"))
+        conn.execute(sa.text("CREATE TABLE payments (id VARCHAR(20) PRIMARY KEY, amount INTEGER, method TEXT)"))
+    backends = Backends(
+        engine=engine,
+        cache=redis.Redis.from_url(redis_service.url),
+        gateway=gateway.url,
+        producer=KafkaProducer(bootstrap_servers=kafka_service.url),
+        users=channel.unary_unary(
+            f"/{USER_SERVICE}/GetUser",
+            request_serializer=Struct.SerializeToString,
+            response_deserializer=Struct.FromString,
+        ),
+        topic=f"payment.created.{uuid.uuid4().hex[:6]}",
+    )
+    yield backends
+    backends.producer.close()
+    backends.cache.close()
+    engine.dispose()
+    channel.close()
+    server.stop(grace=None)
+    gateway.close()
+    uninstrument_libraries()
+
+
+def create_payment(b: Backends, payload: dict[str, Any]) -> tuple[dict[str, Any], int]:
+    """The seed's payment use case, written as a service would write it: no logging code."""
+    with gt.step("ValidateRequest"):
+        if payload.get("amount", 0) <= 0:
+            return {"error": "amount must be positive"}, 422
+    gt.set_metadata(user_id=payload["user_id"], merchant_id="m-789", order_id="ord-789")
+    with gt.step("CreatePaymentUsecase"):
+        with b.engine.begin() as conn:
+            conn.execute(
+                sa.text("INSERT INTO payments (id, amount, method) VALUES (:id, :amount, :method)"),
+                {"id": "pay-123", "amount": payload["amount"], "method": payload["payment_method"]},
+            )
+        b.cache.set("payment:pay-123", "PENDING")
+        with httpx.Client() as client:
+            client.post(
+                f"{b.gateway}/v2/charge",
+                json={"order_id": "ord-789", "gross_amount": payload["amount"]},
+                headers={"Authorization": "Basic bWlkdHJhbnM6c2VjcmV0"},
+                extensions={"gotrails.name": "midtrans.charge"},
+            )
+        b.producer.send(b.topic, key=b"pay-123", value=b'{"payment_id": "pay-123", "status": "PENDING"}')
+        request = Struct()
+        request.update({"user_id": payload["user_id"]})
+        user = b.users(request)
+    return {"payment_id": "pay-123", "status": "PENDING", "email": user["email"]}, 201
+
+
+def assert_payment_trail(trail: dict[str, Any], b: Backends) -> None:
+    assert trail["request"]["method"] == "POST" and trail["request"]["path"] == "/v1/payments"
+    assert trail["request"]["body"] == {"amount": 150000, "payment_method": "bank_transfer", "user_id": "u-123"}
+    assert trail["response"]["status"] == 201
+    assert trail["response"]["body"] == {"payment_id": "pay-123", "status": "PENDING", "email": "user@email.com"}
+    assert [s["name"] for s in trail["internal_steps"]] == ["ValidateRequest", "CreatePaymentUsecase"]
+    assert trail["metadata"] == {"user_id": "u-123", "merchant_id": "m-789", "order_id": "ord-789"}
+    assert trail["errors"] == [] and trail["status"] == "ok" and trail["complete"] is True
+    by_type = {i["type"]: i for i in trail["integrations"]}
+    assert [i["type"] for i in trail["integrations"]] == ["database", "cache", "http", "kafka", "grpc"]
+    db = by_type["database"]
+    assert db["name"] == "postgres.payments.insert"
+    assert db["request"]["args"] == {"id": "pay-123", "amount": 150000, "method": "bank_transfer"}
+    assert db["response"] == {"rows_affected": 1}
+    assert by_type["cache"]["name"] == "redis.set"
+    assert by_type["cache"]["request"] == {"command": "SET", "key": "payment:pay-123"}
+    assert by_type["cache"]["response"] == {"status": "OK"}
+    http = by_type["http"]
+    assert http["name"] == "midtrans.charge"
+    assert http["request"]["body"] == {"order_id": "ord-789", "gross_amount": 150000}
+    assert http["request"]["headers"]["authorization"] == ["***"]
+    assert http["response"]["status"] == 201
+    assert http["response"]["body"]["transaction_id"] == "trx-456"
+    kafka = by_type["kafka"]
+    assert kafka["name"] == b.topic
+    assert kafka["request"]["key"] == "pay-123"
+    assert kafka["request"]["value"] == {"payment_id": "pay-123", "status": "PENDING"}
+    assert kafka["response"]["offset"] is not None and kafka["response"]["partition"] is not None
+    grpc_call = by_type["grpc"]
+    assert grpc_call["name"] == "UserService.GetUser"
+    assert grpc_call["request"]["message"] == {"user_id": "u-123"}
+    assert grpc_call["response"]["message"] == {"user_id": "u-123", "email": "user@email.com"}
+    for item in trail["integrations"]:
+        assert item["latency_ms"] >= 0 and item["start_offset_ms"] >= 0
+    assert "bWlkdHJhbnM6c2VjcmV0" not in str(trail)
+
+
+def _payment_trail(h: TrailHarness) -> dict[str, Any]:
+    trails = h.trails(2, timeout=10)  # the payment request and the gRPC server's own trail
+    (trail,) = [t for t in trails if t["entry"]["kind"] == "http"]
+    (server,) = [t for t in trails if t["entry"]["kind"] == "grpc"]
+    assert server["otel"]["trace_id"] == trail["otel"]["trace_id"]
+    return trail
+
+
+PAYLOAD = {"amount": 150000, "payment_method": "bank_transfer", "user_id": "u-123"}
+
+
+@pytest.mark.service
+def test_fastapi_payment_request(harness: TrailHarness, backends: Backends) -> None:
+    from fastapi import FastAPI
+    from fastapi.responses import JSONResponse as FastJSON
+
+    app = FastAPI()  # created after instrument_libraries(), as under opentelemetry-instrument
+
+    @app.post("/v1/payments")
+    def payments(payload: dict[str, Any]) -> FastJSON:
+        body, status = create_payment(backends, payload)
+        return FastJSON(body, status_code=status)
+
+    server = ThreadServer(app, "asgi")
+    try:
+        response = httpx.post(f"{server.url}/v1/payments", json=PAYLOAD, headers={"X-Trace-ID": "pay-flow-1"})
+        assert response.status_code == 201
+    finally:
+        server.close()
+    trail = _payment_trail(harness)
+    assert trail["trace_id"] == "pay-flow-1"
+    assert trail["request"]["route"] == "/v1/payments"
+    assert_payment_trail(trail, backends)
+
+
+@pytest.mark.service
+def test_flask_payment_request(harness: TrailHarness, backends: Backends) -> None:
+    from flask import Flask, jsonify, request
+
+    app = Flask("payments")  # created after instrument_libraries()
+
+    @app.post("/v1/payments")
+    def payments() -> Any:
+        body, status = create_payment(backends, request.get_json())
+        return jsonify(body), status
+
+    server = ThreadServer(app, "wsgi")
+    try:
+        assert httpx.post(f"{server.url}/v1/payments", json=PAYLOAD).status_code == 201
+    finally:
+        server.close()
+    assert_payment_trail(_payment_trail(harness), backends)
