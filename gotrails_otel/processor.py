@@ -224,6 +224,7 @@ class TrailProcessor(SpanProcessor):
         self._grace_s = self.config.grace_ms / 1000.0
         self._max_age_s = self.config.max_age_ms / 1000.0
         self._root_kinds = self.config.root_kinds
+        self._max_spans = self.config.max_spans_per_trail
         self._enabled = self.config.enabled
         self._init_state()
         _PROCESSORS.add(self)
@@ -274,21 +275,23 @@ class TrailProcessor(SpanProcessor):
                 self._owner[trail.root_id] = trail
                 self._ensure_worker()
             return
-        if parent.span_id not in self._owner:  # cheap exit for spans outside every trail
+        owners = self._owner
+        parent_id = parent.span_id
+        if parent_id not in owners:  # cheap exit for spans outside every trail
             return
+        span_id = span.context.span_id
         with self._lock:
-            owner = self._owner.get(parent.span_id)
+            owner = owners.get(parent_id)
             if owner is None or owner.finished:
                 return
             trail = owner
-            if len(trail.span_ids) >= self.config.max_spans_per_trail:
+            if len(trail.span_ids) >= self._max_spans:
                 trail.count_drop("spans")
                 self._counters.add("spans", reason="max_spans_per_trail")
                 return
-            span_id = span.context.span_id
             trail.span_ids.append(span_id)
             trail.open += 1
-            self._owner[span_id] = trail
+            owners[span_id] = trail
 
     def on_end(self, span: ReadableSpan) -> None:
         ctx = span.context
@@ -313,6 +316,8 @@ class TrailProcessor(SpanProcessor):
             else:
                 trail.spans.append(span)
                 trail.open -= 1
+                if not trail.root_ended:
+                    return  # the common case: a child ends while its request is still running
             self._maybe_finish(trail)
 
     # --------------------------------------------------------------------------- the trail's lifecycle
