@@ -15,11 +15,19 @@ from typing import Any, TypeVar
 
 from opentelemetry import trace
 
-from ._json import binary_summary
 from .config import TrailConfig
 from .processor import CaptureStore, processors
 
-__all__ = ["BodyCapture", "Target", "current_target", "guard", "headers_dict", "target_for", "to_json"]
+__all__ = [
+    "BodyCapture",
+    "Target",
+    "current_target",
+    "guard",
+    "headers_dict",
+    "target_for",
+    "then_release",
+    "to_json",
+]
 
 _log = logging.getLogger("gotrails_otel")
 _F = TypeVar("_F", bound=Callable[..., Any])
@@ -187,17 +195,22 @@ def _clean(value: str) -> str:
 
 
 def to_json(message: Any) -> Any:
-    """A protobuf message as JSON types (``json_format``), bytes as text or a binary summary, else the value."""
-    if message is None:
-        return None
+    """A protobuf message as JSON types (``json_format``); anything else as it is (made JSON-safe at fold)."""
     if hasattr(message, "DESCRIPTOR") and hasattr(message, "ListFields"):
         from google.protobuf import json_format
 
         return json_format.MessageToDict(message, preserving_proto_field_name=True)
-    if isinstance(message, (bytes, bytearray, memoryview)):
-        raw = bytes(message)
-        try:
-            return raw.decode("utf-8")
-        except UnicodeDecodeError:
-            return binary_summary(raw)
     return message
+
+
+def then_release(release: Callable[[], None] | None, record: Callable[[Any], None]) -> Callable[[Any], None]:
+    """A callback that records its argument, then releases a :meth:`Target.hold` (even when recording fails)."""
+
+    def callback(value: Any) -> None:
+        try:
+            record(value)
+        finally:
+            if release is not None:
+                release()
+
+    return callback

@@ -78,6 +78,12 @@ class TrailHarness:
             validate_trail(trail)
         return found
 
+    def trail_for(self, path: str, count: int = 1) -> dict[str, Any]:
+        """Of ``count`` trails, the one whose request path is ``path``."""
+        found = [t for t in self.trails(count) if t["request"].get("path") == path]
+        assert len(found) == 1, f"{len(found)} trails for {path}"
+        return found[0]
+
     def one(self, timeout: float = 5.0) -> dict[str, Any]:
         return self.trails(1, timeout)[0]
 

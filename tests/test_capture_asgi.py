@@ -77,12 +77,6 @@ def fastapi_server(semconv: str) -> Iterator[ThreadServer]:
     asgi_hooks.uninstall()
 
 
-def _trail_for(h: TrailHarness, path: str, count: int = 1) -> dict[str, Any]:
-    trails = [t for t in h.trails(count) if t["request"]["path"] == path]
-    assert len(trails) == 1
-    return trails[0]
-
-
 @pytest.mark.service
 def test_fastapi_request_and_response(harness: TrailHarness, fastapi_server: ThreadServer) -> None:
     response = httpx.post(
@@ -91,7 +85,7 @@ def test_fastapi_request_and_response(harness: TrailHarness, fastapi_server: Thr
         headers={"Cookie": "session=abc123", "X-Trace-ID": "req-abc-123", "X-Request-ID": "r-77"},
     )
     assert response.status_code == 201
-    trail = _trail_for(harness, "/v1/payments")
+    trail = harness.trail_for("/v1/payments")
     assert trail["trace_id"] == "req-abc-123" and trail["request_id"] == "r-77"
     request = trail["request"]
     assert request["method"] == "POST" and request["query"] == "source=web" and request["route"] == "/v1/payments"
@@ -130,20 +124,20 @@ def test_validation_failure_and_get_without_body(harness: TrailHarness, fastapi_
 def test_streaming_response_up_to_the_limit(make_harness: Any, fastapi_server: ThreadServer) -> None:
     h = make_harness(max_body_bytes=16)
     assert httpx.get(f"{fastapi_server.url}/stream").text == "".join(f"line-{n}\n" for n in range(5))
-    trail = _trail_for(h, "/stream")
+    trail = h.trail_for("/stream")
     assert trail["response"]["body"] == {"$truncated": {"size": 35, "kept": 16, "text": "line-0\nline-1\nli"}}
 
 
 @pytest.mark.service
 def test_gzip_response_body_is_decoded(harness: TrailHarness, fastapi_server: ThreadServer) -> None:
     assert httpx.get(f"{fastapi_server.url}/gzip").json() == {"zipped": True}
-    assert _trail_for(harness, "/gzip")["response"]["body"] == {"zipped": True}
+    assert harness.trail_for("/gzip")["response"]["body"] == {"zipped": True}
 
 
 @pytest.mark.service
 def test_unhandled_exception_gives_500_and_error(harness: TrailHarness, fastapi_server: ThreadServer) -> None:
     assert httpx.get(f"{fastapi_server.url}/crash").status_code == 500
-    trail = _trail_for(harness, "/crash")
+    trail = harness.trail_for("/crash")
     assert trail["status"] == "error"
     assert trail["response"]["status"] == 500
     assert any(e["message"] == "database on fire" and e["type"] == "RuntimeError" for e in trail["errors"])
@@ -152,7 +146,7 @@ def test_unhandled_exception_gives_500_and_error(harness: TrailHarness, fastapi_
 @pytest.mark.service
 def test_background_task_belongs_to_its_request(harness: TrailHarness, fastapi_server: ThreadServer) -> None:
     assert httpx.post(f"{fastapi_server.url}/later").json() == {"queued": "yes"}
-    trail = _trail_for(harness, "/later")
+    trail = harness.trail_for("/later")
     assert [s["name"] for s in trail["internal_steps"]] == ["AuditInBackground"]
     assert trail["complete"] is True
 
@@ -181,7 +175,7 @@ def test_plain_asgi_app_with_and_without_receive_send_spans(
     finally:
         server.close()
         asgi_hooks.uninstall()
-    trail = _trail_for(harness, "/echo")
+    trail = harness.trail_for("/echo")
     assert trail["request"]["body"] == "hello world"
     assert trail["response"]["body"] == "echo:hello world"
     assert trail["response"]["status"] == 200

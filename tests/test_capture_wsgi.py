@@ -58,12 +58,6 @@ def flask_server(semconv: str) -> Iterator[ThreadServer]:
     FlaskInstrumentor.uninstrument_app(app)
 
 
-def _trail_for(h: TrailHarness, path: str) -> dict[str, Any]:
-    trails = [t for t in h.trails(1) if t["request"]["path"] == path]
-    assert len(trails) == 1
-    return trails[0]
-
-
 @pytest.mark.service
 def test_flask_request_and_response(harness: TrailHarness, flask_server: ThreadServer) -> None:
     response = httpx.post(
@@ -72,7 +66,7 @@ def test_flask_request_and_response(harness: TrailHarness, flask_server: ThreadS
         headers={"Authorization": "Basic dXNlcjpwYXNz", "X-Request-ID": "flask-1"},
     )
     assert response.status_code == 201 and response.json()["payment_id"] == "pay-123"
-    trail = _trail_for(harness, "/v1/payments")
+    trail = harness.trail_for("/v1/payments")
     assert trail["request_id"] == "flask-1"
     assert trail["request"]["method"] == "POST" and trail["request"]["query"] == "src=app"
     assert trail["request"]["route"] == "/v1/payments"
@@ -87,10 +81,10 @@ def test_flask_request_and_response(harness: TrailHarness, flask_server: ThreadS
 @pytest.mark.service
 def test_flask_form_body_and_validation_failure(harness: TrailHarness, flask_server: ThreadServer) -> None:
     assert httpx.post(f"{flask_server.url}/form", data={"name": "Ana"}).json() == {"name": "Ana"}
-    assert _trail_for(harness, "/form")["request"]["body"] == {"name": "Ana"}
+    assert harness.trail_for("/form")["request"]["body"] == {"name": "Ana"}
     harness.exporter.clear()
     assert httpx.post(f"{flask_server.url}/v1/payments", json={"amount": -1}).status_code == 422
-    trail = _trail_for(harness, "/v1/payments")
+    trail = harness.trail_for("/v1/payments")
     assert trail["response"]["status"] == 422 and trail["response"]["body"] == {"error": "amount must be positive"}
 
 
@@ -99,7 +93,7 @@ def test_flask_streamed_response_is_recorded_while_the_server_iterates(
     harness: TrailHarness, flask_server: ThreadServer
 ) -> None:
     assert httpx.get(f"{flask_server.url}/stream").text == "line-0\nline-1\nline-2\n"
-    trail = _trail_for(harness, "/stream")
+    trail = harness.trail_for("/stream")
     assert trail["response"]["body"] == "line-0\nline-1\nline-2\n"
     assert trail["complete"] is True
 
@@ -107,7 +101,7 @@ def test_flask_streamed_response_is_recorded_while_the_server_iterates(
 @pytest.mark.service
 def test_flask_crash_is_an_error(harness: TrailHarness, flask_server: ThreadServer) -> None:
     assert httpx.get(f"{flask_server.url}/crash").status_code == 500
-    trail = _trail_for(harness, "/crash")
+    trail = harness.trail_for("/crash")
     assert trail["response"]["status"] == 500
     assert trail["status"] == "error"
     assert any(e["message"] == "ledger unavailable" for e in trail["errors"])
@@ -134,7 +128,7 @@ def test_plain_wsgi_app(harness: TrailHarness, semconv: str) -> None:
     finally:
         server.close()
         wsgi_hooks.uninstall()
-    trail = _trail_for(harness, "/echo")
+    trail = harness.trail_for("/echo")
     assert trail["request"]["body"] == "hello wsgi" and trail["request"]["query"] == "x=1"
     assert trail["response"]["status"] == 200
     assert trail["response"]["body"] == "echo:hello wsgi"

@@ -16,7 +16,17 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from ..capture import MASK, PROPAGATION_HEADERS, SENSITIVE_HEADERS, Target, current_target, guard, target_for, to_json
+from ..capture import (
+    MASK,
+    PROPAGATION_HEADERS,
+    SENSITIVE_HEADERS,
+    Target,
+    current_target,
+    guard,
+    target_for,
+    then_release,
+    to_json,
+)
 from . import _wrap
 
 __all__ = ["install", "instrumentor_kwargs", "uninstall"]
@@ -98,16 +108,7 @@ def _watch_future(span: Any, result: Any) -> None:
     target = target_for(span)
     if target is None:
         return
-    release = target.hold()
-
-    def done(future: Any) -> None:
-        try:
-            _future_done(target, future)
-        finally:
-            if release is not None:
-                release()
-
-    result.add_done_callback(done)
+    result.add_done_callback(then_release(target.hold(), lambda future: _future_done(target, future)))
 
 
 @guard

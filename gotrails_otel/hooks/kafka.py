@@ -33,7 +33,7 @@ from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
 from opentelemetry.trace import SpanKind
 
-from ..capture import MASK, PROPAGATION_HEADERS, SENSITIVE_HEADERS, Target, guard, target_for
+from ..capture import MASK, PROPAGATION_HEADERS, SENSITIVE_HEADERS, Target, guard, target_for, then_release
 from . import _wrap
 
 __all__ = ["install", "instrumentor_kwargs", "kafka_record", "uninstall"]
@@ -146,22 +146,8 @@ def _settle_pending(future: Any) -> None:
             release()
         return
 
-    def acknowledged(metadata: Any) -> None:
-        try:
-            _acknowledged(target, metadata)
-        finally:
-            if release is not None:
-                release()
-
-    def failed(error: Any) -> None:
-        try:
-            _failed(target, error)
-        finally:
-            if release is not None:
-                release()
-
-    future.add_callback(acknowledged)
-    future.add_errback(failed)
+    future.add_callback(then_release(release, lambda metadata: _acknowledged(target, metadata)))
+    future.add_errback(then_release(release, lambda error: _failed(target, error)))
 
 
 @guard
