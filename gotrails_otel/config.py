@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
+import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from opentelemetry.trace import SpanKind
+
+from .redact import DEFAULT_ALLOWED_HEADERS, DEFAULT_SENSITIVE_KEYS, DEFAULT_VALUE_PATTERNS, Policy, normalise_key
 
 __all__ = ["ConfigError", "TrailConfig"]
 
@@ -62,6 +66,17 @@ class TrailConfig:
             (``GOTRAILS_HTTP_NAMES="api.midtrans.com/v2/charge*=midtrans.charge,..."``).
         capture_cache_values: record cache values (Redis ``SET`` values and ``GET`` replies), not only keys and
             reply status (``GOTRAILS_CAPTURE_CACHE_VALUES``).
+        mask_keys: sensitive keys to add to the defaults, or ``-key`` to remove one (``GOTRAILS_MASK_KEYS``).
+        mask_patterns: regular expressions whose matches are masked in every string, or ``-name`` to remove a default
+            (``bearer``, ``basic``, ``jwt``, ``url_password``, ``card``) (``GOTRAILS_MASK_PATTERNS``, a JSON array or
+            one expression).
+        mask_field_rule: ``rule(path, value)`` returning the value to keep, for custom rules (code only).
+        headers_allow / headers_deny: HTTP headers to add to the allow-list (``*`` keeps all) or to drop
+            (``GOTRAILS_HEADERS_ALLOW``, ``GOTRAILS_HEADERS_DENY``).
+        max_depth, max_items, max_string_length: structure limits inside payloads (``GOTRAILS_MAX_DEPTH``,
+            ``GOTRAILS_MAX_ITEMS``, ``GOTRAILS_MAX_STRING``).
+        max_trail_bytes: total serialised size of a trail; the largest payloads are trimmed first
+            (``GOTRAILS_MAX_TRAIL_BYTES``).
     """
 
     enabled: bool = True
@@ -78,6 +93,15 @@ class TrailConfig:
     max_body_bytes: int = 65_536
     http_names: tuple[tuple[str, str], ...] = ()
     capture_cache_values: bool = False
+    mask_keys: tuple[str, ...] = ()
+    mask_patterns: tuple[str, ...] = ()
+    mask_field_rule: Callable[[tuple[str, ...], Any], Any] | None = None
+    headers_allow: tuple[str, ...] = ()
+    headers_deny: tuple[str, ...] = ()
+    max_depth: int = 32
+    max_items: int = 1000
+    max_string_length: int = 16_384
+    max_trail_bytes: int = 1_048_576
 
     def __post_init__(self) -> None:
         self._check(self.grace_ms >= 0, "grace_ms", "must be >= 0")
@@ -95,6 +119,16 @@ class TrailConfig:
             "http_names",
             "must be (pattern, name) pairs of non-empty strings",
         )
+        for name in ("max_depth", "max_items", "max_string_length"):
+            self._check(getattr(self, name) >= 1, name, "must be >= 1")
+        self._check(self.max_trail_bytes >= 1024, "max_trail_bytes", "must be >= 1024")
+        self._check(
+            self.mask_field_rule is None or callable(self.mask_field_rule), "mask_field_rule", "must be callable"
+        )
+        try:
+            self.policy()
+        except re.error as exc:
+            raise ConfigError("mask_patterns", f"invalid regular expression: {exc}") from None
         self._check(bool(self.root_kinds), "root_kinds", "must name at least one span kind")
         self._check(
             all(isinstance(kind, SpanKind) for kind in self.root_kinds),
@@ -115,6 +149,35 @@ class TrailConfig:
     def _check(ok: bool, name: str, message: str) -> None:
         if not ok:
             raise ConfigError(name, message)
+
+    def policy(self) -> Policy:
+        """The masking and size :class:`~gotrails_otel.redact.Policy` these settings describe."""
+        keys = set(DEFAULT_SENSITIVE_KEYS)
+        for entry in self.mask_keys:
+            if entry.startswith("-"):
+                keys.discard(normalise_key(entry[1:]))
+            else:
+                keys.add(normalise_key(entry))
+        patterns = dict(DEFAULT_VALUE_PATTERNS)
+        for index, entry in enumerate(self.mask_patterns):
+            if entry.startswith("-") and entry[1:] in DEFAULT_VALUE_PATTERNS:
+                patterns.pop(entry[1:], None)
+            else:
+                patterns[f"custom{index}"] = entry
+        allowed: frozenset[str] | None = DEFAULT_ALLOWED_HEADERS | {h.lower() for h in self.headers_allow}
+        if "*" in self.headers_allow:
+            allowed = None
+        return Policy(
+            keys=frozenset(keys),
+            patterns=patterns,
+            allowed_headers=allowed,
+            denied_headers=frozenset(h.lower() for h in self.headers_deny),
+            field_rule=self.mask_field_rule,
+            max_depth=self.max_depth,
+            max_items=self.max_items,
+            max_string=self.max_string_length,
+            max_trail_bytes=self.max_trail_bytes,
+        )
 
     def replace(self, **changes: Any) -> TrailConfig:
         """Return a copy with ``changes`` applied (validated again)."""
@@ -155,6 +218,14 @@ class TrailConfig:
         read("GOTRAILS_MAX_BODY_BYTES", "max_body_bytes", _parse_int)
         read("GOTRAILS_HTTP_NAMES", "http_names", _parse_pairs)
         read("GOTRAILS_CAPTURE_CACHE_VALUES", "capture_cache_values", _parse_bool)
+        read("GOTRAILS_MASK_KEYS", "mask_keys", _parse_names)
+        read("GOTRAILS_MASK_PATTERNS", "mask_patterns", _parse_patterns)
+        read("GOTRAILS_HEADERS_ALLOW", "headers_allow", _parse_list)
+        read("GOTRAILS_HEADERS_DENY", "headers_deny", _parse_list)
+        read("GOTRAILS_MAX_DEPTH", "max_depth", _parse_int)
+        read("GOTRAILS_MAX_ITEMS", "max_items", _parse_int)
+        read("GOTRAILS_MAX_STRING", "max_string_length", _parse_int)
+        read("GOTRAILS_MAX_TRAIL_BYTES", "max_trail_bytes", _parse_int)
         values.update(overrides)
         try:
             return cls(**values)
@@ -186,6 +257,30 @@ def _parse_int(raw: str) -> int:
 
 def _parse_list(raw: str) -> tuple[str, ...]:
     return tuple(_split(raw))
+
+
+def _parse_names(raw: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in raw.split(",") if part.strip())
+
+
+def _parse_patterns(raw: str) -> tuple[str, ...]:
+    if raw.startswith("["):
+        try:
+            values = json.loads(raw)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"not a JSON array of strings: {exc}") from None
+        if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
+            raise ValueError("not a JSON array of strings")
+        patterns = tuple(values)
+    else:
+        patterns = (raw,)
+    for pattern in patterns:
+        if not pattern.startswith("-"):
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise ValueError(f"invalid regular expression {pattern!r}: {exc}") from None
+    return patterns
 
 
 def _parse_pairs(raw: str) -> tuple[tuple[str, str], ...]:

@@ -223,6 +223,7 @@ class TrailProcessor(SpanProcessor):
         self._counters = _Counters(meter_provider)
         self._grace_s = self.config.grace_ms / 1000.0
         self._max_age_s = self.config.max_age_ms / 1000.0
+        self._policy = self.config.policy()
         self._root_kinds = self.config.root_kinds
         self._max_spans = self.config.max_spans_per_trail
         self._enabled = self.config.enabled
@@ -427,7 +428,7 @@ class TrailProcessor(SpanProcessor):
             http_names=config.http_names,
         )
         try:
-            return fold(data)
+            return self._policy.apply(fold(data))
         except Exception as exc:  # bad input in one trail yields a marked fallback, never a lost trail
             _log.exception("gotrails: folding a trail failed; exporting a reduced trail")
             self._counters.add("failures", reason="fold")
@@ -441,7 +442,8 @@ class TrailProcessor(SpanProcessor):
                 service_name=config.service_name,
                 environment=config.environment,
             )
-            return fold(reduced)
+            # Without captured payloads; still masked (span attributes of the root may hold secrets).
+            return self._policy.apply(fold(reduced))
 
     # ------------------------------------------------------------------------ API used by the front end
 

@@ -71,7 +71,7 @@ def _root(h: TrailHarness) -> Any:
 
 @pytest.mark.service
 def test_sync_client_request_and_response(make_harness: Any, upstream: ThreadServer, instrumented: str) -> None:
-    h = make_harness(http_names=(("127.0.0.1/v2/charge", "midtrans.charge"),))
+    h = make_harness(http_names=(("127.0.0.1/v2/charge", "midtrans.charge"),), headers_allow=("x-upstream",))
     with _root(h), httpx.Client() as client:
         response = client.post(
             f"{upstream.url}/v2/charge",
