@@ -119,8 +119,9 @@ class TrailConfig:
             "http_names",
             "must be (pattern, name) pairs of non-empty strings",
         )
-        for name in ("max_depth", "max_items", "max_string_length"):
-            self._check(getattr(self, name) >= 1, name, "must be >= 1")
+        self._check(self.max_depth >= 4, "max_depth", "must be >= 4")
+        self._check(self.max_items >= 16, "max_items", "must be >= 16")
+        self._check(self.max_string_length >= 16, "max_string_length", "must be >= 16")
         self._check(self.max_trail_bytes >= 1024, "max_trail_bytes", "must be >= 1024")
         self._check(
             self.mask_field_rule is None or callable(self.mask_field_rule), "mask_field_rule", "must be callable"

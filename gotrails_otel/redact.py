@@ -126,6 +126,7 @@ _PAIR = re.compile(
 _STRUCTURAL = frozenset(
     {"timestamp", "trace_id", "request_id", "span_id", "parent_span_id", "otel", "entry", "version", "flush_reason"}
 )
+_RESERVE = 256
 _ENTRY_LISTS = (("integrations",), ("internal_steps",))
 _PAYLOAD_KEYS = ("body", "message", "value", "args", "key", "messages", "commands", "replies")
 _SQL_INSERT = re.compile(r"(?is)\binsert\s+into\s+\S+\s*\(([^)]*)\)\s*values\s*\(([^)]*)\)")
@@ -224,7 +225,11 @@ class Policy:
         for key, value in list(trail.items()):
             if key in _STRUCTURAL:
                 continue
-            trail[key] = self._walk(value, (key,), self.max_depth, counts)
+            if key in ("internal_steps", "integrations", "errors") and isinstance(value, list):
+                # The trail's own lists are bounded by the span and error limits, never cut here.
+                trail[key] = [self._walk(item, (key,), self.max_depth - 1, counts) for item in value]
+            else:
+                trail[key] = self._walk(value, (key,), self.max_depth, counts)
         http_entry = trail.get("entry", {}).get("kind") == "http"
         for section in ("request", "response"):
             if http_entry:
@@ -330,6 +335,7 @@ class Policy:
         size = len(dumps(trail))
         if size <= self.max_trail_bytes:
             return
+        limit = self.max_trail_bytes - _RESERVE  # room for the counts added to "dropped" afterwards
         candidates = [
             (len(dumps(owner[key])), owner, key)
             for owner in _payload_owners(trail)
@@ -338,7 +344,7 @@ class Policy:
         ]
         candidates.sort(key=lambda c: c[0], reverse=True)
         for payload_size, owner, key in candidates:
-            if size <= self.max_trail_bytes:
+            if size <= limit:
                 break
             owner[key] = {"$trimmed": {"size": payload_size}}
             size -= payload_size - len(dumps(owner[key]))

@@ -4,6 +4,7 @@ one trail holding all of it with the real values, valid against the schema."""
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Iterator
 from concurrent import futures
@@ -12,6 +13,7 @@ from typing import Any
 
 import grpc
 import httpx
+import orjson
 import pytest
 import redis
 import sqlalchemy as sa
@@ -218,3 +220,74 @@ def test_flask_payment_request(harness: TrailHarness, backends: Backends) -> Non
     finally:
         server.close()
     assert_payment_trail(_payment_trail(harness), backends)
+
+
+PASSWORD = "Pw-9f8e7d6c5b4a"
+TOKEN = "tok_4c1d2e3f4a5b6c7d8e9f"
+CARD_NUMBER = "4111 1111 1111 1111"
+SECRET_PAYLOAD = {"user_id": "u-123", "password": PASSWORD, "card_number": CARD_NUMBER, "note": f"Bearer {TOKEN}"}
+
+
+def leak_everywhere(b: Backends, payload: dict[str, Any]) -> dict[str, Any]:
+    """A handler that sends the secrets it received through every integration."""
+    with b.engine.begin() as conn:
+        conn.execute(
+            sa.text("INSERT INTO payments (id, amount, method) VALUES (:id, :amount, :method)"),
+            {"id": f"pay-{uuid.uuid4().hex[:6]}", "amount": 1, "method": f"card {payload['card_number']}"},
+        )
+    b.cache.set("login:u-123", json.dumps({"password": payload["password"]}))
+    with httpx.Client() as client:
+        client.post(
+            f"{b.gateway}/v2/charge",
+            json={"order_id": "ord-1", "card_number": payload["card_number"], "password": payload["password"]},
+            headers={"Authorization": f"Bearer {TOKEN}"},
+        )
+    b.producer.send(b.topic, key=b"u-123", value=json.dumps({"password": payload["password"]}).encode())
+    request = Struct()
+    request.update({"user_id": "u-123", "password": payload["password"], "note": f"card {payload['card_number']}"})
+    b.users(request, metadata=(("authorization", f"Bearer {TOKEN}"),))
+    return {"access_token": TOKEN, "card": payload["card_number"]}
+
+
+def _assert_no_secret(trails: list[dict[str, Any]]) -> None:
+    raw = orjson.dumps(trails)
+    for secret in (PASSWORD, TOKEN, CARD_NUMBER, CARD_NUMBER.replace(" ", "")):
+        assert secret.encode() not in raw, f"{secret} leaked"
+
+
+@pytest.mark.service
+def test_secrets_never_leave_through_any_capture_path(make_harness: Any, backends: Backends) -> None:
+    from fastapi import FastAPI
+    from flask import Flask, jsonify, request
+
+    h = make_harness(capture_cache_values=True)
+    fastapi_app = FastAPI()
+
+    @fastapi_app.post("/v1/login")
+    def fastapi_login(payload: dict[str, Any]) -> dict[str, Any]:
+        return leak_everywhere(backends, payload)
+
+    flask_app = Flask("login")
+
+    @flask_app.post("/v1/login")
+    def flask_login() -> Any:
+        return jsonify(leak_everywhere(backends, request.get_json()))
+
+    for app, kind in ((fastapi_app, "asgi"), (flask_app, "wsgi")):
+        server = ThreadServer(app, kind)
+        try:
+            response = httpx.post(
+                f"{server.url}/v1/login?password={PASSWORD}",
+                json=SECRET_PAYLOAD,
+                headers={"Authorization": f"Bearer {TOKEN}", "Cookie": f"session={TOKEN}"},
+            )
+            assert response.json()["access_token"] == TOKEN  # the application itself is untouched
+        finally:
+            server.close()
+    trails = h.trails(4, timeout=10)  # two login requests, two gRPC server requests
+    logins = [t for t in trails if t["entry"]["kind"] == "http"]
+    assert len(logins) == 2
+    for trail in logins:
+        assert trail["request"]["body"]["password"] == "***"
+        assert [i["type"] for i in trail["integrations"]] == ["database", "cache", "http", "kafka", "grpc"]
+    _assert_no_secret(trails)
