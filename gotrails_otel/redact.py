@@ -127,7 +127,6 @@ _STRUCTURAL = frozenset(
     {"timestamp", "trace_id", "request_id", "span_id", "parent_span_id", "otel", "entry", "version", "flush_reason"}
 )
 _RESERVE = 256
-_ENTRY_LISTS = (("integrations",), ("internal_steps",))
 _PAYLOAD_KEYS = ("body", "message", "value", "args", "key", "messages", "commands", "replies")
 _SQL_INSERT = re.compile(r"(?is)\binsert\s+into\s+\S+\s*\(([^)]*)\)\s*values\s*\(([^)]*)\)")
 _SQL_ASSIGN = re.compile(r"""(?i)[`"\[]?(\w+)[`"\]]?\s*(?:=|<>|!=)\s*(\?|%s|\$\d+|:\w+|%\(\w+\)s)""")
@@ -184,7 +183,7 @@ class Policy:
         object.__setattr__(self, "_substring", substring)
         object.__setattr__(self, "_exact", frozenset(k for k in self.keys if k not in substring))
         object.__setattr__(self, "_sensitive_cache", {})
-        object.__setattr__(self, "_values", _combine(self.patterns))
+        object.__setattr__(self, "_values", _compile(self.patterns))
 
     # ------------------------------------------------------------------------------------------ keys
 
@@ -205,7 +204,11 @@ class Policy:
         """``text`` with secret-looking values and sensitive ``key=value`` pairs masked."""
         if len(text) < 6:
             return text
-        text = self._values.sub(_mask_value, text)  # type: ignore[attr-defined]
+        low = text.lower()
+        size = len(text)
+        for pattern, shortest, hint, is_card in self._values:  # type: ignore[attr-defined]
+            if size >= shortest and hint(text, low):
+                text = pattern.sub(_mask_card if is_card else MASK, text)
         if "=" in text or ":" in text:
             text = _PAIR.sub(self._mask_pair, text)
         return text
@@ -227,7 +230,7 @@ class Policy:
                 continue
             if key in ("internal_steps", "integrations", "errors") and isinstance(value, list):
                 # The trail's own lists are bounded by the span and error limits, never cut here.
-                trail[key] = [self._walk(item, (key,), self.max_depth - 1, counts) for item in value]
+                trail[key] = [self._walk(item, (key,), self.max_depth - 1, counts, entry=True) for item in value]
             else:
                 trail[key] = self._walk(value, (key,), self.max_depth, counts)
         http_entry = trail.get("entry", {}).get("kind") == "http"
@@ -245,43 +248,50 @@ class Policy:
                 dropped[key] = dropped.get(key, 0) + value
         return trail
 
-    def _walk(self, value: Any, path: tuple[str, ...], depth: int, counts: dict[str, int]) -> Any:
-        if self.field_rule is not None and path:
+    def _walk(self, value: Any, path: tuple[str, ...], depth: int, counts: dict[str, int], entry: bool = False) -> Any:
+        """Mask and limit one value. ``path`` is extended only when a field rule needs it; ``entry`` marks a step
+        or integration, whose ids are left as they are."""
+        rule = self.field_rule
+        if rule is not None and path:
             try:
-                value = self.field_rule(path, value)
+                value = rule(path, value)
             except Exception:  # a failing custom rule masks the field: fail closed, never leak
                 _log.debug("gotrails: field rule failed on %s; masked", ".".join(path), exc_info=True)
                 return MASK
-        if isinstance(value, str):
+        kind = type(value)
+        if kind is str:
             return self._string(value, counts)
-        if isinstance(value, dict):
+        if kind is dict:
             if depth <= 0:
                 _count(counts, "depth")
                 return "[gotrails: nested too deep]"
             if isinstance(value.get("query"), str) and isinstance(value.get("args"), (list, dict)):
                 value = self._mask_sql_args(value)
+            items = value.items()
+            if len(value) > self.max_items:
+                items = list(items)[: self.max_items]
+                _count(counts, "items", len(value) - self.max_items)
+            sensitive = self.is_sensitive
             result: dict[str, Any] = {}
-            for index, (key, item) in enumerate(value.items()):
-                if index >= self.max_items:
-                    result["$more_keys"] = len(value) - self.max_items
-                    _count(counts, "items", len(value) - self.max_items)
-                    break
-                if key in _STRUCTURAL and path in _ENTRY_LISTS:
-                    result[key] = item  # ids and structure of steps and integrations
-                elif self.is_sensitive(key) and item is not None and not isinstance(item, bool):
-                    result[key] = MASK if not isinstance(item, list) else [MASK for _ in item[: self.max_items]]
+            for key, item in items:
+                if (entry and key in _STRUCTURAL) or item is None or item is True or item is False:
+                    result[key] = item
+                elif sensitive(key):
+                    result[key] = [MASK] * min(len(item), self.max_items) if type(item) is list else MASK
                 else:
-                    result[key] = self._walk(item, (*path, key), depth - 1, counts)
+                    result[key] = self._walk(item, (*path, key) if rule is not None else path, depth - 1, counts)
+            if len(value) > self.max_items:
+                result["$more_keys"] = len(value) - self.max_items
             return result
-        if isinstance(value, list):
+        if kind is list:
             if depth <= 0:
                 _count(counts, "depth")
                 return "[gotrails: nested too deep]"
-            items = [self._walk(item, path, depth - 1, counts) for item in value[: self.max_items]]
+            walked = [self._walk(item, path, depth - 1, counts) for item in value[: self.max_items]]
             if len(value) > self.max_items:
-                items.append({"$more_items": len(value) - self.max_items})
+                walked.append({"$more_items": len(value) - self.max_items})
                 _count(counts, "items", len(value) - self.max_items)
-            return items
+            return walked
         return value
 
     def _string(self, text: str, counts: dict[str, int]) -> str:
@@ -410,21 +420,34 @@ def _count(counts: dict[str, int], key: str, n: int = 1) -> None:
     counts[key] = counts.get(key, 0) + n
 
 
-def _combine(patterns: Mapping[str, str]) -> re.Pattern[str]:
-    """One regular expression for all value patterns (one pass per string); each pattern a named group."""
-    parts = []
-    for index, (name, expr) in enumerate(patterns.items()):
-        flags = ""
-        if expr.startswith("(?i)"):
-            flags, expr = "i", expr[4:]
-        re.compile(expr)  # a bad user pattern fails here, with its own message
-        group = "card" if name == "card" else f"p{index}"
-        parts.append(f"(?P<{group}>(?{flags}:{expr}))" if flags else f"(?P<{group}>{expr})")
-    return re.compile("|".join(parts) or r"(?!x)x")
+# The shortest text each default pattern can match, and cheap tests that rule it out before its regex runs.
+_MIN_LENGTH = {"bearer": 8, "basic": 14, "jwt": 15, "url_password": 8, "card": 13}
+_HINTS: dict[str, Callable[[str, str], bool]] = {
+    "bearer": lambda text, low: "bearer" in low,
+    "basic": lambda text, low: "basic" in low,
+    "jwt": lambda text, low: "eyJ" in text,
+    "url_password": lambda text, low: "://" in text and "@" in text,
+}
 
 
-def _mask_value(match: re.Match[str]) -> str:
-    if match.lastgroup == "card":
-        digits = "".join(ch for ch in match.group(0) if ch.isdigit())
-        return MASK if 13 <= len(digits) <= 19 and luhn_valid(digits) else match.group(0)
-    return MASK
+def _always(text: str, low: str) -> bool:
+    return True
+
+
+def _compile(
+    patterns: Mapping[str, str],
+) -> list[tuple[re.Pattern[str], int, Callable[[str, str], bool], bool]]:
+    """Each value pattern with the shortest text it can match, its cheap pre-test, and whether it is the
+    Luhn-checked card pattern."""
+    compiled = []
+    for name, expr in patterns.items():
+        default = DEFAULT_VALUE_PATTERNS.get(name) == expr
+        hint = _HINTS.get(name, _always) if default else _always
+        shortest = _MIN_LENGTH.get(name, 0) if default else 0
+        compiled.append((re.compile(expr), shortest, hint, name == "card"))
+    return compiled
+
+
+def _mask_card(match: re.Match[str]) -> str:
+    digits = "".join(ch for ch in match.group(0) if ch.isdigit())
+    return MASK if 13 <= len(digits) <= 19 and luhn_valid(digits) else match.group(0)
