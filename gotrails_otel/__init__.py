@@ -25,6 +25,7 @@ from .api import (
     step,
     trace_step,
 )
+from .auto import instrument, uninstrument
 from .config import ConfigError, TrailConfig
 from .exporters import (
     FileTrailExporter,
@@ -35,12 +36,14 @@ from .exporters import (
 )
 from .hooks.kafka import kafka_record
 from .processor import CaptureStore, TrailProcessor
+from .propagation import GotrailsPropagator
 from .schema import trail_schema
 
 __all__ = [
     "CaptureStore",
     "ConfigError",
     "FileTrailExporter",
+    "GotrailsPropagator",
     "InMemoryTrailExporter",
     "IntegrationHandle",
     "OTelLogTrailExporter",
@@ -51,6 +54,7 @@ __all__ = [
     "TrailProcessor",
     "__version__",
     "end_step",
+    "instrument",
     "integration",
     "kafka_record",
     "record_error",
@@ -59,4 +63,5 @@ __all__ = [
     "step",
     "trace_step",
     "trail_schema",
+    "uninstrument",
 ]

@@ -235,12 +235,13 @@ class _AutoExporter:
             if self._chosen is None:
                 from opentelemetry.sdk._logs import LoggerProvider as SdkLoggerProvider
 
-                if isinstance(get_logger_provider(), SdkLoggerProvider):
+                provider = get_logger_provider()
+                if isinstance(provider, SdkLoggerProvider) and _has_processors(provider):
                     self._chosen = OTelLogTrailExporter()
                 else:
                     _log.warning(
-                        "gotrails: no OpenTelemetry SDK LoggerProvider is configured; writing trails to stdout "
-                        "(set GOTRAILS_EXPORTER to choose)"
+                        "gotrails: no OpenTelemetry SDK LoggerProvider with a logs exporter is configured; writing "
+                        "trails to stdout (set OTEL_LOGS_EXPORTER, or GOTRAILS_EXPORTER to choose)"
                     )
                     self._chosen = StdoutTrailExporter()
             return self._chosen
@@ -255,6 +256,13 @@ class _AutoExporter:
     def shutdown(self) -> None:
         if self._chosen is not None:
             self._chosen.shutdown()
+
+
+def _has_processors(provider: Any) -> bool:
+    """Whether an SDK LoggerProvider has any log record processor (else it drops every record)."""
+    multi = getattr(provider, "_multi_log_record_processor", None)
+    processors = getattr(multi, "_log_record_processors", None)
+    return True if processors is None else bool(processors)
 
 
 def exporter_from_config(config: TrailConfig) -> TrailExporter:

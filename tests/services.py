@@ -45,6 +45,9 @@ def stop_pid(pid: int, timeout: float = 10.0) -> None:
         os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
+        with contextlib.suppress(ChildProcessError):
+            if os.waitpid(pid, os.WNOHANG)[0] == pid:
+                return  # our own child exited (and is reaped now, not left a zombie)
         try:
             os.kill(pid, 0)
         except ProcessLookupError:
@@ -182,7 +185,7 @@ def kafka_broker() -> Iterator[Service]:
         wait_port(port)
         yield Service(port, process.pid, f"127.0.0.1:{port}")
     finally:
-        stop_pid(process.pid)
+        process.terminate()
         process.wait(timeout=10)
 
 

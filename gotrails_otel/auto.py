@@ -1,0 +1,112 @@
+"""Setting gotrails up: one call in an existing OpenTelemetry setup, or none under ``opentelemetry-instrument``."""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+
+from opentelemetry import propagate, trace
+from opentelemetry.propagators.composite import CompositePropagator
+from opentelemetry.propagators.textmap import TextMapPropagator
+from opentelemetry.sdk.trace import TracerProvider as SdkTracerProvider
+
+from .config import ConfigError, TrailConfig
+from .hooks import instrument_libraries, uninstrument_libraries
+from .processor import TrailProcessor
+from .propagation import GotrailsPropagator
+
+__all__ = ["instrument", "pre_instrument", "uninstrument"]
+
+_log = logging.getLogger("gotrails_otel")
+_lock = threading.Lock()
+_processors: dict[int, TrailProcessor] = {}  # id(tracer provider) -> its processor
+_previous_propagator: TextMapPropagator | None = None
+
+
+def instrument(
+    tracer_provider: trace.TracerProvider | None = None, config: TrailConfig | None = None
+) -> TrailProcessor | None:
+    """Add gotrails to an OpenTelemetry setup: a :class:`TrailProcessor` on the tracer provider (the global one by
+    default), the ``X-Trace-ID`` propagator, and capture hooks for every supported library that is installed.
+
+    Call it after the SDK ``TracerProvider`` is set up and before the application creates its FastAPI/Flask app
+    and clients. Calling it again is harmless (it returns the processor already added); :func:`uninstrument` undoes
+    it. Returns ``None`` when gotrails is disabled (``GOTRAILS_ENABLED=false``). Raises :class:`ConfigError` for an
+    invalid ``GOTRAILS_*`` setting and ``TypeError`` when the provider is not the SDK's.
+    """
+    config = config if config is not None else TrailConfig.from_env()
+    if not config.enabled:
+        return None
+    provider = tracer_provider if tracer_provider is not None else trace.get_tracer_provider()
+    if not isinstance(provider, SdkTracerProvider):
+        raise TypeError(
+            "gotrails needs an OpenTelemetry SDK TracerProvider (opentelemetry.sdk.trace.TracerProvider); "
+            f"got {type(provider).__name__}. Set one up with trace.set_tracer_provider() first."
+        )
+    with _lock:
+        processor = _processors.get(id(provider))
+        if processor is None:
+            processor = TrailProcessor(config=config)
+            provider.add_span_processor(processor)
+            _processors[id(provider)] = processor
+        _install_propagator()
+    instrument_libraries(tracer_provider if tracer_provider is not None else None)
+    return processor
+
+
+def uninstrument() -> None:
+    """Undo :func:`instrument`: remove the hooks and the propagator, flush and stop the processors."""
+    global _previous_propagator
+    uninstrument_libraries()
+    with _lock:
+        processors = list(_processors.values())
+        _processors.clear()
+        if _previous_propagator is not None:
+            propagate.set_global_textmap(_previous_propagator)
+            _previous_propagator = None
+    for processor in processors:
+        processor.shutdown()  # flushes what is buffered; the provider then skips it (no API removes a processor)
+
+
+def _install_propagator() -> None:
+    global _previous_propagator
+    current = propagate.get_global_textmap()
+    if _uses_gotrails(current):
+        return
+    _previous_propagator = current
+    propagate.set_global_textmap(CompositePropagator([current, GotrailsPropagator()]))
+
+
+def _uses_gotrails(propagator: TextMapPropagator) -> bool:
+    if isinstance(propagator, GotrailsPropagator):
+        return True
+    inner = getattr(propagator, "_propagators", None) or ()
+    return any(_uses_gotrails(p) for p in inner)
+
+
+def pre_instrument() -> None:
+    """The ``opentelemetry_pre_instrument`` entry point: runs under ``opentelemetry-instrument`` after the SDK is
+    configured and before the instrumentors, with no code change and no ``OTEL_PYTHON_DISTRO`` setting.
+
+    Never raises: a misconfiguration is reported once, clearly, and the application starts without trails.
+    """
+    try:
+        if os.environ.get("GOTRAILS_ENABLED", "").strip().lower() in ("0", "false", "no", "off"):
+            return
+        config = TrailConfig.from_env()
+        if not isinstance(trace.get_tracer_provider(), SdkTracerProvider):
+            _configure_sdk()
+        instrument(config=config)
+    except ConfigError as exc:
+        _log.error("%s; the application runs without gotrails trails", exc)
+    except Exception:  # auto-instrumentation must never stop the application from starting
+        _log.exception("gotrails: setting up trails failed; the application runs without them")
+
+
+def _configure_sdk() -> None:
+    """No configurator set up the SDK (no distro installed): do what the SDK's own configurator does."""
+    from opentelemetry.sdk._configuration import _OTelSDKConfigurator
+
+    _OTelSDKConfigurator().configure()  # type: ignore[no-untyped-call]
+    _log.info("gotrails: configured the OpenTelemetry SDK from OTEL_* variables (no distro configured it)")

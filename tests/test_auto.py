@@ -1,0 +1,190 @@
+"""Zero-code setup: real services under ``opentelemetry-instrument``, the one-call setup, and the propagator."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+from opentelemetry import trace
+from opentelemetry.context import Context
+
+from gotrails_otel import GotrailsPropagator
+
+from .conftest import validate_trail
+from .services import free_port, stop_pid, wait_port
+
+APPS = Path(__file__).parent / "apps"
+BASE_ENV = {
+    "OTEL_TRACES_EXPORTER": "none",
+    "OTEL_METRICS_EXPORTER": "none",
+    "OTEL_LOGS_EXPORTER": "none",
+    "OTEL_SERVICE_NAME": "payment-service",
+    "PYTHONPATH": str(APPS),
+}
+
+
+def _instrument_bin() -> str:
+    found = shutil.which("opentelemetry-instrument")
+    if found is None:
+        pytest.skip("opentelemetry-instrument is not installed")
+    return found
+
+
+class Service:
+    """A service process under opentelemetry-instrument, writing its trails to a file."""
+
+    def __init__(self, command: list[str], port: int, trails: Path, env: dict[str, str]) -> None:
+        self.port = port
+        self.url = f"http://127.0.0.1:{port}"
+        self.trails_path = trails
+        full_env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "GOTRAILS_"))}
+        full_env.update(BASE_ENV)
+        full_env.update({"GOTRAILS_EXPORTER": "file", "GOTRAILS_FILE": str(trails), "GOTRAILS_GRACE_MS": "200"})
+        full_env.update(env)
+        self.log = trails.with_suffix(".log")
+        self._log_file = self.log.open("wb")
+        self.process = subprocess.Popen(
+            [_instrument_bin(), *command], env=full_env, stdout=self._log_file, stderr=subprocess.STDOUT
+        )
+        try:
+            wait_port(port, timeout=30)
+        except TimeoutError:
+            self.stop()
+            raise AssertionError(self.log.read_text()) from None
+
+    def trails(self, count: int, timeout: float = 10) -> list[dict[str, Any]]:
+        deadline = time.monotonic() + timeout
+        found: list[dict[str, Any]] = []
+        while time.monotonic() < deadline:
+            if self.trails_path.exists():
+                found = [orjson.loads(line) for line in self.trails_path.read_bytes().splitlines()]
+                if len(found) >= count:
+                    break
+            time.sleep(0.05)
+        assert len(found) == count, f"{len(found)} trails; log:\n{self.log.read_text()}"
+        for trail in found:
+            validate_trail(trail)
+        return found
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            stop_pid(self.process.pid, timeout=0)
+            self.process.wait(timeout=10)
+        self._log_file.close()
+
+
+@pytest.fixture
+def services(tmp_path: Path) -> Iterator[Any]:
+    started: list[Service] = []
+
+    def start(kind: str, env: dict[str, str] | None = None, name: str = "svc") -> Service:
+        port = free_port()
+        if kind == "fastapi":
+            command = ["uvicorn", "fastapi_service:app", "--port", str(port), "--log-level", "warning"]
+        else:
+            command = [sys.executable, "-m", "flask", "--app", "flask_service", "run", "--port", str(port)]
+        service = Service(command, port, tmp_path / f"{name}.jsonl", env or {})
+        started.append(service)
+        return service
+
+    yield start
+    for service in started:
+        service.stop()
+
+
+@pytest.mark.parametrize("distro", ["stock", "none"])
+def test_fastapi_under_opentelemetry_instrument(services: Any, distro: str) -> None:
+    env = {} if distro == "stock" else {"OTEL_PYTHON_DISTRO": "absent", "OTEL_PYTHON_CONFIGURATOR": "absent"}
+    service = services("fastapi", env)
+    response = httpx.post(f"{service.url}/v1/payments", json={"amount": 150000}, headers={"X-Request-ID": "r-1"})
+    assert response.status_code == 200
+    (trail,) = service.trails(1)
+    assert trail["service"] == "payment-service"
+    assert trail["request_id"] == "r-1"
+    assert trail["request"]["body"] == {"amount": 150000}
+    assert trail["response"]["body"] == {"payment_id": "pay-123", "amount": 150000}
+    assert [s["name"] for s in trail["internal_steps"]] == ["ValidateRequest"]
+
+
+def test_flask_under_opentelemetry_instrument(services: Any) -> None:
+    service = services("flask")
+    assert httpx.post(f"{service.url}/v1/payments", json={"amount": 7}).status_code == 201
+    (trail,) = service.trails(1)
+    assert trail["request"]["body"] == {"amount": 7}
+    assert trail["response"]["body"] == {"payment_id": "pay-123", "amount": 7}
+    assert trail["entry"]["name"] == "POST /v1/payments"
+
+
+def test_two_services_share_the_callers_trace_id(services: Any) -> None:
+    callee = services("fastapi", name="users")
+    caller = services("fastapi", {"DOWNSTREAM_URL": callee.url}, name="payments")
+    response = httpx.post(f"{caller.url}/v1/payments", json={"amount": 1}, headers={"X-Trace-ID": "flow-abc-1"})
+    assert response.json()["downstream"]["user_id"] == "u-1"
+    (outer,) = caller.trails(1)
+    (inner,) = callee.trails(1)
+    assert outer["trace_id"] == inner["trace_id"] == "flow-abc-1"
+    assert inner["request_id"] == "flow-abc-1"  # sent on by the caller
+    (call,) = outer["integrations"]
+    assert inner["otel"]["parent_span_id"] == call["span_id"]  # the callee's trail links to the caller's span
+    assert inner["otel"]["trace_id"] == outer["otel"]["trace_id"]
+
+
+def test_hex_x_trace_id_becomes_the_otel_trace_id(services: Any) -> None:
+    service = services("fastapi")
+    flow = "4bf92f3577b34da6a3ce929d0e0e4736"
+    httpx.post(f"{service.url}/v1/payments", json={"amount": 1}, headers={"X-Trace-ID": flow})
+    (trail,) = service.trails(1)
+    assert trail["trace_id"] == flow and trail["otel"]["trace_id"] == flow
+
+
+def test_disabled_and_misconfigured_apps_still_start(services: Any) -> None:
+    off = services("fastapi", {"GOTRAILS_ENABLED": "false"}, name="off")
+    bad = services("fastapi", {"GOTRAILS_GRACE_MS": "soon"}, name="bad")
+    skipped = services("fastapi", {"OTEL_PYTHON_DISABLED_INSTRUMENTATIONS": "fastapi"}, name="skipped")
+    for service in (off, bad, skipped):
+        assert httpx.post(f"{service.url}/v1/payments", json={"amount": 1}).status_code == 200
+    time.sleep(0.5)
+    assert not off.trails_path.exists() and not bad.trails_path.exists()
+    log = bad.log.read_text()
+    assert log.count("GOTRAILS_GRACE_MS='soon'") == 1 and "Traceback" not in log
+    # With the FastAPI instrumentation disabled, FastAPI's own telemetry still makes a SERVER span: a trail with
+    # the step, but without the bodies that the (disabled) ASGI capture would have added.
+    (trail,) = skipped.trails(1)
+    assert trail["request"]["body"] is None and trail["response"]["body"] is None
+    assert [s["name"] for s in trail["internal_steps"]] == ["ValidateRequest"]
+
+
+# ------------------------------------------------------------------------------------------ propagator
+
+
+def test_propagator_extracts_validates_and_injects() -> None:
+    propagator = GotrailsPropagator()
+    ctx = propagator.extract({"x-trace-id": "4bf92f3577b34da6a3ce929d0e0e4736", "x-request-id": "r-9"})
+    assert format(trace.get_current_span(ctx).get_span_context().trace_id, "032x") == "4bf92f3577b34da6a3ce929d0e0e4736"
+    carrier: dict[str, str] = {}
+    propagator.inject(carrier, ctx)
+    assert carrier == {"x-trace-id": "4bf92f3577b34da6a3ce929d0e0e4736", "x-request-id": "r-9"}
+
+    hostile = propagator.extract({"x-trace-id": "bad\r\nid", "x-request-id": "x" * 500}, Context())
+    assert not trace.get_current_span(hostile).get_span_context().is_valid
+    carrier = {}
+    propagator.inject(carrier, hostile)
+    assert carrier == {}
+
+    named = propagator.extract({"X-Trace-ID": "flow-1"}, Context())
+    assert not trace.get_current_span(named).get_span_context().is_valid  # not hex: trace id unchanged
+    carrier = {}
+    propagator.inject(carrier, named)
+    assert carrier == {"x-trace-id": "flow-1", "x-request-id": "flow-1"}
