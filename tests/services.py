@@ -219,3 +219,43 @@ class ThreadServer:
     def close(self) -> None:
         self._stop()
         self._thread.join(timeout=10)
+
+
+def rotel_binary() -> str | None:
+    try:
+        import rotel  # type: ignore[import-untyped]
+    except ImportError:
+        return None
+    path = os.path.join(os.path.dirname(rotel.__file__), "rotel-agent")
+    return path if os.path.exists(path) else None
+
+
+@contextlib.contextmanager
+def otel_collector(kafka: Service) -> Iterator[Service]:
+    """rotel, an OpenTelemetry collector: OTLP (gRPC and HTTP) in, JSON to Kafka topics ``otlp_logs`` etc. out."""
+    binary = _need(rotel_binary(), "the rotel collector (pip package rotel)")
+    grpc_port, http_port = free_port(), free_port()
+    process = subprocess.Popen(
+        [
+            binary,
+            "start",
+            "--otlp-grpc-endpoint",
+            f"127.0.0.1:{grpc_port}",
+            "--otlp-http-endpoint",
+            f"127.0.0.1:{http_port}",
+            "--exporter",
+            "kafka",
+            "--kafka-exporter-brokers",
+            kafka.url,
+            "--kafka-exporter-format",
+            "json",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_port(http_port)
+        yield Service(http_port, process.pid, f"http://127.0.0.1:{http_port}")
+    finally:
+        process.terminate()
+        process.wait(timeout=10)

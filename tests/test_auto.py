@@ -188,3 +188,84 @@ def test_propagator_extracts_validates_and_injects() -> None:
     carrier = {}
     propagator.inject(carrier, named)
     assert carrier == {"x-trace-id": "flow-1", "x-request-id": "flow-1"}
+
+
+# ------------------------------------------------------------------------- OTLP -> collector -> Kafka
+
+
+def _any_value(value: Any) -> Any:
+    """An OTLP JSON AnyValue as a Python value (camelCase or snake_case keys)."""
+    if not isinstance(value, dict):
+        return value
+    if "value" in value and len(value) == 1:
+        value = value["value"] or {}
+    kvlist = _field(value, "kvlistValue")
+    if kvlist is not None:
+        return {kv["key"]: _any_value(kv.get("value", {})) for kv in kvlist.get("values", [])}
+    array = _field(value, "arrayValue")
+    if array is not None:
+        return [_any_value(v) for v in array.get("values", [])]
+    number = _field(value, "intValue")
+    if number is not None:
+        return int(number)
+    for key in ("stringValue", "boolValue", "doubleValue"):
+        found = _field(value, key)
+        if found is not None:
+            return found
+    return None
+
+
+def _field(item: dict[str, Any], camel: str) -> Any:
+    snake = "".join(f"_{c.lower()}" if c.isupper() else c for c in camel)
+    return item.get(camel, item.get(snake))
+
+
+def _trails_in(payload: Any) -> list[dict[str, Any]]:
+    """Trails in one message of rotel's JSON logs export (a ResourceLogs list, or an object holding one)."""
+    resources = payload if isinstance(payload, list) else _field(payload, "resourceLogs") or []
+    trails = []
+    for resource_logs in resources:
+        for scope_logs in _field(resource_logs, "scopeLogs") or []:
+            for record in _field(scope_logs, "logRecords") or []:
+                if _field(record, "eventName") == "gotrails.trail":
+                    trail = _any_value(record["body"])
+                    trail["_record_trace_id"] = _field(record, "traceId")
+                    trails.append(trail)
+    return trails
+
+
+@pytest.mark.service
+def test_trails_leave_through_otlp_to_a_collector_and_kafka(services: Any, kafka_service: Any) -> None:
+    from kafka import KafkaConsumer
+
+    from .services import otel_collector
+
+    with otel_collector(kafka_service) as collector:
+        service = services(
+            "fastapi",
+            {
+                "OTEL_LOGS_EXPORTER": "otlp",
+                "OTEL_EXPORTER_OTLP_LOGS_PROTOCOL": "http/protobuf",
+                "OTEL_EXPORTER_OTLP_LOGS_ENDPOINT": f"{collector.url}/v1/logs",
+                "OTEL_BLRP_SCHEDULE_DELAY": "100",
+                "GOTRAILS_EXPORTER": "",
+            },
+        )
+        for amount in (1, 2, 3):
+            assert httpx.post(f"{service.url}/v1/payments", json={"amount": amount}).status_code == 200
+        consumer = KafkaConsumer(
+            "otlp_logs", bootstrap_servers=kafka_service.url, auto_offset_reset="earliest", consumer_timeout_ms=1000
+        )
+        found: list[dict[str, Any]] = []
+        deadline = time.monotonic() + 30
+        while len(found) < 3 and time.monotonic() < deadline:
+            for message in consumer:
+                payload = orjson.loads(message.value)
+                found.extend(_trails_in(payload))
+        consumer.close()
+    assert sorted(t["request"]["body"]["amount"] for t in found) == [1, 2, 3]
+    for trail in found:
+        assert trail.pop("_record_trace_id") == trail["otel"]["trace_id"]
+        assert trail["response"]["body"]["payment_id"] == "pay-123"
+        assert [s["name"] for s in trail["internal_steps"]] == ["ValidateRequest"]
+        assert trail["service"] == "payment-service"
