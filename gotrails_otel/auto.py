@@ -16,7 +16,7 @@ from .hooks import instrument_libraries, uninstrument_libraries
 from .processor import TrailProcessor
 from .propagation import GotrailsPropagator
 
-__all__ = ["instrument", "pre_instrument", "uninstrument"]
+__all__ = ["instrument", "post_instrument", "pre_instrument", "uninstrument"]
 
 _log = logging.getLogger("gotrails_otel")
 _lock = threading.Lock()
@@ -98,10 +98,50 @@ def pre_instrument() -> None:
         if not isinstance(trace.get_tracer_provider(), SdkTracerProvider):
             _configure_sdk()
         instrument(config=config)
+        _quiet.install()
     except ConfigError as exc:
         _log.error("%s; the application runs without gotrails trails", exc)
     except Exception:  # auto-instrumentation must never stop the application from starting
         _log.exception("gotrails: setting up trails failed; the application runs without them")
+
+
+def post_instrument() -> None:
+    """The ``opentelemetry_post_instrument`` entry point: ends the quiet period of :func:`pre_instrument`."""
+    _quiet.remove()
+
+
+class _AlreadyInstrumented(logging.Filter):
+    """While ``opentelemetry-instrument`` walks its instrumentors after :func:`pre_instrument`, drop its notices
+    about libraries gotrails has just instrumented with hooks (they say nothing the user must act on)."""
+
+    _LOGGERS = (
+        "opentelemetry.instrumentation.instrumentor",
+        "opentelemetry.instrumentation.auto_instrumentation._load",
+    )
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if message == "Attempting to instrument while already instrumented":
+            return False
+        # SQLAlchemy 2.1 is outside the instrumentation's declared range, but gotrails instrumented it (see hooks).
+        return not ("falls outside of that range" in message and "sqlalchemy" in message and _sqlalchemy_done())
+
+    def install(self) -> None:
+        for name in self._LOGGERS:
+            logging.getLogger(name).addFilter(self)
+
+    def remove(self) -> None:
+        for name in self._LOGGERS:
+            logging.getLogger(name).removeFilter(self)
+
+
+def _sqlalchemy_done() -> bool:
+    from .hooks import _done
+
+    return "sqlalchemy" in _done
+
+
+_quiet = _AlreadyInstrumented()
 
 
 def _configure_sdk() -> None:

@@ -91,11 +91,18 @@ def services(tmp_path: Path) -> Iterator[Any]:
 
     def start(kind: str, env: dict[str, str] | None = None, name: str = "svc") -> Service:
         port = free_port()
+        env = dict(env or {})
         if kind == "fastapi":
             command = ["uvicorn", "fastapi_service:app", "--port", str(port), "--log-level", "warning"]
-        else:
+        elif kind == "flask":
             command = [sys.executable, "-m", "flask", "--app", "flask_service", "run", "--port", str(port)]
-        service = Service(command, port, tmp_path / f"{name}.jsonl", env or {})
+        elif kind == "grpc":
+            command = [sys.executable, str(APPS / "grpc_users.py")]
+            env["GRPC_PORT"] = str(port)
+        else:
+            command = [sys.executable, str(APPS / "kafka_worker.py")]
+            env["HEALTH_PORT"] = str(port)
+        service = Service(command, port, tmp_path / f"{name}.jsonl", env)
         started.append(service)
         return service
 
@@ -116,6 +123,8 @@ def test_fastapi_under_opentelemetry_instrument(services: Any, distro: str) -> N
     assert trail["request"]["body"] == {"amount": 150000}
     assert trail["response"]["body"] == {"payment_id": "pay-123", "amount": 150000}
     assert [s["name"] for s in trail["internal_steps"]] == ["ValidateRequest"]
+    log = service.log.read_text()
+    assert "already instrumented" not in log and "falls outside of that range" not in log
 
 
 def test_flask_under_opentelemetry_instrument(services: Any) -> None:
@@ -139,6 +148,40 @@ def test_two_services_share_the_callers_trace_id(services: Any) -> None:
     (call,) = outer["integrations"]
     assert inner["otel"]["parent_span_id"] == call["span_id"]  # the callee's trail links to the caller's span
     assert inner["otel"]["trace_id"] == outer["otel"]["trace_id"]
+
+
+@pytest.mark.service
+def test_grpc_services_share_the_callers_trace_id(services: Any) -> None:
+    users = services("grpc", name="users")
+    caller = services("fastapi", {"USERS_GRPC": f"127.0.0.1:{users.port}"}, name="payments")
+    response = httpx.post(f"{caller.url}/v1/payments", json={"amount": 2}, headers={"X-Trace-ID": "flow-grpc-7"})
+    assert response.json()["user"] == {"user_id": "u-1", "email": "user@email.com"}
+    (outer,) = caller.trails(1)
+    (inner,) = users.trails(1)
+    assert inner["entry"] == {"kind": "grpc", "name": "/users.v1.UserService/GetUser"}
+    assert outer["trace_id"] == inner["trace_id"] == "flow-grpc-7"
+    (call,) = outer["integrations"]
+    assert call["name"] == "UserService.GetUser"
+    assert inner["otel"]["parent_span_id"] == call["span_id"]
+    assert inner["request"]["message"] == {"user_id": "u-1"}
+
+
+@pytest.mark.service
+def test_kafka_consumer_trail_carries_the_producers_trace_id(services: Any, kafka_service: Any) -> None:
+    producer = services("fastapi", {"KAFKA": kafka_service.url}, name="producer")
+    response = httpx.post(f"{producer.url}/v1/payments", json={"amount": 3}, headers={"X-Trace-ID": "flow-kafka-1"})
+    assert response.status_code == 200
+    (produced,) = producer.trails(1)
+    (message,) = produced["integrations"]
+    assert message["type"] == "kafka" and message["response"]["offset"] is not None
+    worker = services("worker", {"KAFKA": kafka_service.url, "TOPIC": "payment.created"}, name="worker")
+    (consumed,) = worker.trails(1, timeout=20)
+    assert consumed["entry"]["kind"] == "kafka"
+    assert consumed["trace_id"] == "flow-kafka-1"
+    assert consumed["otel"]["trace_id"] == produced["otel"]["trace_id"]
+    assert consumed["request"]["value"] == {"payment_id": "pay-123"}
+    assert [s["name"] for s in consumed["internal_steps"]] == ["HandlePaymentCreated"]
+    assert consumed["metadata"] == {"key": "pay-123"}
 
 
 def test_hex_x_trace_id_becomes_the_otel_trace_id(services: Any) -> None:
