@@ -17,10 +17,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     commands.add_parser("schema", help="print the JSON Schema (draft 2020-12) of the trail document")
+    demo = commands.add_parser("demo", help="run a payment service with gotrails and show the trails of its requests")
+    demo.add_argument(
+        "--output", metavar="PATH", help="where to append the trails as JSON lines (default: a temp file)"
+    )
     args = parser.parse_args(argv)
     if args.command == "schema":
         sys.stdout.write(json.dumps(trail_schema(), indent=2) + "\n")
         return 0
+    if args.command == "demo":
+        from .demo.run import main as run_demo
+
+        return run_demo(args.output)
     parser.print_help()
     return 2
 

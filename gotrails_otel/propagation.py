@@ -48,6 +48,17 @@ def _get(getter: Getter[CarrierT], carrier: CarrierT, name: str) -> str | None:
     return valid_request_id(value)
 
 
+def _carries(carrier: object, name: str) -> bool:
+    """Whether an outgoing carrier (headers mapping, metadata, Kafka header list) already holds ``name``."""
+    try:
+        if isinstance(carrier, list):
+            return any(isinstance(item, tuple) and str(item[0]).lower() == name for item in carrier)
+        keys = carrier.keys() if hasattr(carrier, "keys") else ()
+        return any(str(key).lower() == name for key in keys)
+    except (TypeError, ValueError, IndexError):
+        return False
+
+
 def current_ids(context: otel_context.Context | None = None) -> tuple[str | None, str | None]:
     """The flow's ``(trace id, request id)`` in ``context``: the incoming ones, else the current trace's id."""
     trace_id = otel_context.get_value(_TRACE_KEY, context)
@@ -98,8 +109,12 @@ class GotrailsPropagator(TextMapPropagator):
         setter: Setter[CarrierT] = default_setter,
     ) -> None:
         trace_id, request_id = current_ids(context)
-        if trace_id is not None:
+        if trace_id is None:
+            return
+        # Ids the application set on this very request win: they are its own flow's.
+        if not _carries(carrier, TRACE_ID_HEADER):
             setter.set(carrier, TRACE_ID_HEADER, trace_id)
+        if not _carries(carrier, REQUEST_ID_HEADER):
             setter.set(carrier, REQUEST_ID_HEADER, request_id or trace_id)
 
     @property

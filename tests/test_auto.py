@@ -312,3 +312,25 @@ def test_trails_leave_through_otlp_to_a_collector_and_kafka(services: Any, kafka
         assert trail["response"]["body"]["payment_id"] == "pay-123"
         assert [s["name"] for s in trail["internal_steps"]] == ["ValidateRequest"]
         assert trail["service"] == "payment-service"
+
+
+def test_instrument_is_idempotent_and_undone_by_uninstrument() -> None:
+    from opentelemetry import propagate
+    from opentelemetry.sdk.trace import TracerProvider
+
+    import gotrails_otel as gt
+    from gotrails_otel.hooks import _done
+
+    provider = TracerProvider()
+    before = propagate.get_global_textmap()
+    first = gt.instrument(provider, gt.TrailConfig(exporters=("stdout",)))
+    second = gt.instrument(provider, gt.TrailConfig(exporters=("stdout",)))
+    assert first is not None and first is second
+    assert "x-trace-id" in propagate.get_global_textmap().fields and "x-trace-id" not in before.fields
+    assert "httpx" in _done and "fastapi" in _done
+    gt.uninstrument()
+    assert propagate.get_global_textmap() is before
+    assert _done == {}
+    assert gt.instrument(provider, gt.TrailConfig(enabled=False)) is None
+    with pytest.raises(TypeError, match="SDK TracerProvider"):
+        gt.instrument(trace.NoOpTracerProvider(), gt.TrailConfig())

@@ -1,0 +1,56 @@
+"""The README's first command: ``gotrails-otel demo``."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import orjson
+
+from .conftest import validate_trail
+
+
+def _demo(tmp_path: Path, path_env: str | None = None) -> tuple[subprocess.CompletedProcess[str], list[dict]]:
+    output = tmp_path / "trails.jsonl"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "GOTRAILS_"))}
+    if path_env is not None:
+        env["PATH"] = path_env
+    script = shutil.which("gotrails-otel") or ""
+    command = [script] if script else [sys.executable, "-m", "gotrails_otel.cli"]
+    result = subprocess.run(
+        [*command, "demo", "--output", str(output)], capture_output=True, text=True, timeout=180, env=env, check=False
+    )
+    trails = [orjson.loads(line) for line in output.read_bytes().splitlines()] if output.exists() else []
+    return result, trails
+
+
+def test_demo_runs_every_scenario_and_writes_valid_trails(tmp_path: Path) -> None:
+    result, trails = _demo(tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    for title in ("a successful payment", "a validation failure", "a failing upstream", "X-Trace-ID"):
+        assert title in result.stdout
+    assert "Traceback" not in result.stdout + result.stderr
+    for trail in trails:
+        validate_trail(trail)
+    requests = [t for t in trails if t["entry"]["kind"] == "http"]
+    assert [t["response"]["status"] for t in requests] == [201, 422, 502, 201]
+    ok, rejected, failed, flow = requests
+    assert [i["type"] for i in ok["integrations"]] == ["database", "cache", "http", "kafka", "grpc"]
+    assert rejected["integrations"] == []
+    assert failed["errors"][0]["source"] == "midtrans.charge"
+    assert flow["trace_id"] == "checkout-flow-0001"
+    raw = b"".join(orjson.dumps(t) for t in trails)
+    assert b"4111 1111 1111 1111" not in raw and b"demo-secret-token" not in raw
+    assert f"trails written as JSON lines to {tmp_path / 'trails.jsonl'}" in result.stdout
+
+
+def test_demo_without_redis_skips_it_with_one_line(tmp_path: Path) -> None:
+    bin_dir = os.path.dirname(shutil.which("gotrails-otel") or sys.executable)
+    result, trails = _demo(tmp_path, path_env=bin_dir)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.count("skipped: redis-server is not installed") == 1
+    ok = next(t for t in trails if t["entry"]["kind"] == "http")
+    assert [i["type"] for i in ok["integrations"]] == ["database", "http", "kafka", "grpc"]
