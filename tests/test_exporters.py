@@ -138,7 +138,19 @@ def test_default_without_a_logger_provider_is_stdout_with_one_notice() -> None:
     assert len(lines) == 2
     for line in lines:
         validate_trail(orjson.loads(line))
-    assert result.stderr.count("no OpenTelemetry SDK LoggerProvider is configured") == 1
+    assert result.stderr.count("no OpenTelemetry SDK LoggerProvider with a logs exporter is configured") == 1
+
+
+def test_an_sdk_logger_provider_without_exporters_is_not_a_destination() -> None:
+    setup = """
+    from opentelemetry._logs import set_logger_provider
+    from opentelemetry.sdk._logs import LoggerProvider
+    set_logger_provider(LoggerProvider())  # what the SDK configurator sets up when OTEL_LOGS_EXPORTER is none
+    """
+    result = _run(_SCRIPT.format(setup=textwrap.indent(textwrap.dedent(setup), "    ")))
+    assert result.returncode == 0, result.stderr
+    assert len(result.stdout.splitlines()) == 2  # the trails went to stdout instead of vanishing
+    assert "with a logs exporter" in result.stderr
 
 
 def test_default_with_an_sdk_logger_provider_is_otel_logs() -> None:
