@@ -22,6 +22,8 @@ from gotrails_otel import GotrailsPropagator
 from .conftest import validate_trail
 from .services import free_port, stop_pid, wait_port
 
+pytestmark = pytest.mark.service  # service processes under opentelemetry-instrument; never skipped in CI
+
 APPS = Path(__file__).parent / "apps"
 BASE_ENV = {
     "OTEL_TRACES_EXPORTER": "none",

@@ -9,8 +9,11 @@ import sys
 from pathlib import Path
 
 import orjson
+import pytest
 
 from .conftest import validate_trail
+
+pytestmark = pytest.mark.service
 
 
 def _demo(tmp_path: Path, path_env: str | None = None) -> tuple[subprocess.CompletedProcess[str], list[dict]]:
