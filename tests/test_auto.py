@@ -336,3 +336,13 @@ def test_instrument_is_idempotent_and_undone_by_uninstrument() -> None:
     assert gt.instrument(provider, gt.TrailConfig(enabled=False)) is None
     with pytest.raises(TypeError, match="SDK TracerProvider"):
         gt.instrument(trace.NoOpTracerProvider(), gt.TrailConfig())
+
+
+def test_propagator_is_usable_through_otel_propagators() -> None:
+    code = "from opentelemetry import propagate; print(sorted(propagate.get_global_textmap().fields))"
+    env = {**os.environ, "OTEL_PROPAGATORS": "tracecontext,gotrails"}
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    assert "x-trace-id" in result.stdout and "traceparent" in result.stdout

@@ -157,3 +157,32 @@ def test_unreachable_server_is_an_error(harness: TrailHarness, grpc_server: str)
     (call,) = harness.one()["integrations"]
     assert call["response"]["status_code"] == "UNAVAILABLE"
     assert call["error"] is not None
+
+
+@pytest.mark.service
+def test_grpc_aio_client_records_the_request(harness: TrailHarness, grpc_server: str) -> None:
+    import asyncio
+
+    from opentelemetry.instrumentation.grpc import GrpcAioInstrumentorClient
+
+    GrpcAioInstrumentorClient().instrument(**grpc_hooks.instrumentor_kwargs())
+    try:
+
+        async def call() -> Any:
+            async with grpc.aio.insecure_channel(grpc_server) as channel:
+                stub = channel.unary_unary(
+                    f"/{SERVICE}/GetUser",
+                    request_serializer=Struct.SerializeToString,
+                    response_deserializer=Struct.FromString,
+                )
+                return await stub(_struct(user_id="u-aio"))
+
+        with _root(harness):
+            reply = asyncio.run(call())
+        assert reply["user_id"] == "u-aio"
+    finally:
+        GrpcAioInstrumentorClient().uninstrument()
+    client, (server,) = _split(harness.trails(2))
+    (call_item,) = client["integrations"]
+    assert call_item["request"]["message"] == {"user_id": "u-aio"}
+    assert server["response"]["message"] == {"user_id": "u-aio", "email": "user@email.com"}
