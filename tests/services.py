@@ -19,8 +19,7 @@ from pathlib import Path
 import pytest
 
 from gotrails_otel.demo import servers
-from gotrails_otel.demo.servers import Server, ThreadServer, free_port, tansu_binary, wait_port
-from gotrails_otel.demo.servers import _stop as _stop
+from gotrails_otel.demo.servers import Server, ThreadServer, _stop, free_port, tansu_binary, wait_port
 
 __all__ = ["Service", "ThreadServer", "free_port", "stop_pid", "wait_port"]
 
@@ -109,27 +108,10 @@ def otel_collector(kafka: Service) -> Iterator[Service]:
     """rotel, an OpenTelemetry collector: OTLP (gRPC and HTTP) in, JSON to Kafka topics ``otlp_logs`` etc. out."""
     binary = _need(rotel_binary(), "the rotel collector (pip package rotel)")
     grpc_port, http_port = free_port(), free_port()
-    process = subprocess.Popen(
-        [
-            binary,
-            "start",
-            "--otlp-grpc-endpoint",
-            f"127.0.0.1:{grpc_port}",
-            "--otlp-http-endpoint",
-            f"127.0.0.1:{http_port}",
-            "--exporter",
-            "kafka",
-            "--kafka-exporter-brokers",
-            kafka.url,
-            "--kafka-exporter-format",
-            "json",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        wait_port(http_port)
-        yield Service(http_port, process.pid, f"http://127.0.0.1:{http_port}")
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
+    command = [
+        *(binary, "start", "--otlp-grpc-endpoint", f"127.0.0.1:{grpc_port}"),
+        *("--otlp-http-endpoint", f"127.0.0.1:{http_port}", "--exporter", "kafka"),
+        *("--kafka-exporter-brokers", kafka.url, "--kafka-exporter-format", "json"),
+    ]
+    with servers.process_server(command, http_port, f"http://127.0.0.1:{http_port}") as collector:
+        yield collector

