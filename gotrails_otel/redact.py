@@ -122,10 +122,7 @@ _PAIR = re.compile(
     r"""(?P<lead>(?P<q>["']?)(?P<key>[A-Za-z_][\w.\-]{0,63})(?P=q)\s*[:=]\s*)"""
     r"""(?P<value>"(?:[^"\\]|\\.)*"?|'[^']*'?|[^\s&,;"'}\]]+)"""
 )
-# Fields that hold identifiers or structure, never payload: not scanned.
-_STRUCTURAL = frozenset(
-    {"timestamp", "trace_id", "request_id", "span_id", "parent_span_id", "otel", "entry", "version", "flush_reason"}
-)
+_ENTRY_PAYLOAD = ("request", "response", "metadata", "error")
 _RESERVE = 256
 _PAYLOAD_KEYS = ("body", "message", "value", "args", "key", "messages", "commands", "replies")
 _SQL_INSERT = re.compile(r"(?is)\binsert\s+into\s+\S+\s*\(([^)]*)\)\s*values\s*\(([^)]*)\)")
@@ -223,20 +220,32 @@ class Policy:
     # -------------------------------------------------------------------------------------- documents
 
     def apply(self, trail: dict[str, Any]) -> dict[str, Any]:
-        """Mask and limit ``trail`` in place (and return it). Never raises."""
+        """Mask and limit ``trail`` in place (and return it).
+
+        Only what can hold payload is walked: the request, response, metadata and errors, and for each step and
+        integration its name, request, response, metadata and error. Ids, timings and the trail's own structure
+        are left as they are (and the trail's lists are bounded by the span and error limits, never cut here).
+        """
         counts: dict[str, int] = {}
-        for key, value in list(trail.items()):
-            if key in _STRUCTURAL:
-                continue
-            if key in ("internal_steps", "integrations", "errors") and isinstance(value, list):
-                # The trail's own lists are bounded by the span and error limits, never cut here.
-                trail[key] = [self._walk(item, (key,), self.max_depth - 1, counts, entry=True) for item in value]
-            else:
-                trail[key] = self._walk(value, (key,), self.max_depth, counts)
-        http_entry = trail.get("entry", {}).get("kind") == "http"
-        for section in ("request", "response"):
-            if http_entry:
-                self._filter_headers(trail.get(section), counts)
+        depth = self.max_depth
+        for key in ("request", "response", "metadata"):
+            if key in trail:
+                trail[key] = self._walk(trail[key], (key,), depth, counts)
+        if trail.get("errors"):
+            trail["errors"] = [self._walk(error, ("errors",), depth, counts) for error in trail["errors"]]
+        entry = trail.get("entry")
+        if isinstance(entry, dict) and isinstance(entry.get("name"), str):
+            entry["name"] = self._string(entry["name"], counts)
+        for group in ("internal_steps", "integrations"):
+            for item in trail.get(group) or ():
+                if isinstance(item.get("name"), str):
+                    item["name"] = self._string(item["name"], counts)
+                for key in _ENTRY_PAYLOAD:
+                    if item.get(key) is not None:
+                        item[key] = self._walk(item[key], (group, key), depth - 1, counts)
+        if isinstance(entry, dict) and entry.get("kind") == "http":
+            self._filter_headers(trail.get("request"), counts)
+            self._filter_headers(trail.get("response"), counts)
         for item in trail.get("integrations") or ():
             if item.get("type") == "http":
                 self._filter_headers(item.get("request"), counts)
@@ -271,13 +280,20 @@ class Policy:
             if len(value) > self.max_items:
                 items = list(items)[: self.max_items]
                 _count(counts, "items", len(value) - self.max_items)
-            sensitive = self.is_sensitive
+            known = self._sensitive_cache.get  # type: ignore[attr-defined]
             result: dict[str, Any] = {}
             for key, item in items:
-                if (entry and key in _STRUCTURAL) or item is None or item is True or item is False:
+                item_kind = type(item)
+                if item is None or item_kind is bool:
                     result[key] = item
-                elif sensitive(key):
-                    result[key] = [MASK] * min(len(item), self.max_items) if type(item) is list else MASK
+                    continue
+                sensitive = known(key)
+                if sensitive is None:
+                    sensitive = self.is_sensitive(key)
+                if sensitive:
+                    result[key] = [MASK] * min(len(item), self.max_items) if item_kind is list else MASK
+                elif rule is None and (item_kind is int or item_kind is float or (item_kind is str and len(item) < 6)):
+                    result[key] = item  # nothing to mask or cut in a number or a very short string
                 else:
                     result[key] = self._walk(item, (*path, key) if rule is not None else path, depth - 1, counts)
             if len(value) > self.max_items:
