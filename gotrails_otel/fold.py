@@ -145,12 +145,8 @@ def fold(data: FoldInput) -> dict[str, Any]:
     }
 
 
-def classify(span: ReadableSpan) -> str | None:
-    """``step``, an integration type, or ``None`` for instrumentation noise that is not part of the trail."""
-    return _classify(span, _attrs(span))
-
-
 def _classify(span: ReadableSpan, attrs: Mapping[str, Any]) -> str | None:
+    """``step``, an integration type, or ``None`` for instrumentation noise that is not part of the trail."""
     scope = span.instrumentation_scope.name if span.instrumentation_scope else ""
     if scope == SCOPE:
         if attrs.get(ATTR_ROLE) == "integration":
