@@ -27,6 +27,22 @@ def validate_trail(trail: dict[str, Any]) -> None:
     assert not errors, "\n".join(f"{list(e.path)}: {e.message}" for e in errors)
 
 
+def collect_trails(
+    fetch: Callable[[], list[dict[str, Any]]], count: int, timeout: float, describe: Callable[[], str] = str
+) -> list[dict[str, Any]]:
+    """Poll ``fetch`` until ``count`` trails arrived (exactly), validate each against the schema, return them."""
+    deadline = time.monotonic() + timeout
+    while True:
+        found = fetch()
+        if len(found) >= count or time.monotonic() > deadline:
+            break
+        time.sleep(0.01)
+    assert len(found) == count, f"expected {count} trails, got {len(found)} {describe()}"
+    for trail in found:
+        validate_trail(trail)
+    return found
+
+
 class _Switch(SpanProcessor):
     """The global provider's only processor; forwards to the current test's TrailProcessor."""
 
@@ -66,17 +82,12 @@ class TrailHarness:
 
     def trails(self, count: int, timeout: float = 5.0) -> list[dict[str, Any]]:
         """Wait until ``count`` trails were exported (exactly), validate each against the schema, return them."""
-        deadline = time.monotonic() + timeout
-        while True:
+
+        def fetch() -> list[dict[str, Any]]:
             self.processor.force_flush()
-            found = self.exporter.get_finished_trails()
-            if len(found) >= count or time.monotonic() > deadline:
-                break
-            time.sleep(0.005)
-        assert len(found) == count, f"expected {count} trails, got {len(found)}"
-        for trail in found:
-            validate_trail(trail)
-        return found
+            return self.exporter.get_finished_trails()
+
+        return collect_trails(fetch, count, timeout)
 
     def trail_for(self, path: str, count: int = 1) -> dict[str, Any]:
         """Of ``count`` trails, the one whose request path is ``path``."""

@@ -19,7 +19,7 @@ from opentelemetry.context import Context
 
 from gotrails_otel import GotrailsPropagator
 
-from .conftest import validate_trail
+from .conftest import collect_trails
 from .services import free_port, stop_pid, wait_port
 
 pytestmark = pytest.mark.service  # service processes under opentelemetry-instrument; never skipped in CI
@@ -64,18 +64,12 @@ class Service:
             raise AssertionError(self.log.read_text()) from None
 
     def trails(self, count: int, timeout: float = 10) -> list[dict[str, Any]]:
-        deadline = time.monotonic() + timeout
-        found: list[dict[str, Any]] = []
-        while time.monotonic() < deadline:
-            if self.trails_path.exists():
-                found = [orjson.loads(line) for line in self.trails_path.read_bytes().splitlines()]
-                if len(found) >= count:
-                    break
-            time.sleep(0.05)
-        assert len(found) == count, f"{len(found)} trails; log:\n{self.log.read_text()}"
-        for trail in found:
-            validate_trail(trail)
-        return found
+        def fetch() -> list[dict[str, Any]]:
+            if not self.trails_path.exists():
+                return []
+            return [orjson.loads(line) for line in self.trails_path.read_bytes().splitlines()]
+
+        return collect_trails(fetch, count, timeout, lambda: f"; log:\n{self.log.read_text()}")
 
     def stop(self) -> None:
         self.process.terminate()

@@ -1,9 +1,11 @@
 """A Kafka consumer worker run under ``opentelemetry-instrument`` by the tests: a plain consumer loop.
 
-Consumes RECORDS records from TOPIC, then exits; it listens on HEALTH_PORT once it has partitions assigned.
+Consumes RECORDS records from TOPIC, then waits to be stopped; it listens on HEALTH_PORT from the moment it has
+its partitions until it stops.
 """
 
 import os
+import signal
 import socket
 
 from kafka import KafkaConsumer, TopicPartition
@@ -12,8 +14,10 @@ import gotrails_otel as gt
 
 
 def main() -> None:
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGINT})
     topic = os.environ["TOPIC"]
     consumer = KafkaConsumer(bootstrap_servers=os.environ["KAFKA"], auto_offset_reset="earliest")
+    consumer.topics()  # fetches the cluster metadata, so that every partition of the topic is known
     partitions = consumer.partitions_for_topic(topic) or {0}
     consumer.assign([TopicPartition(topic, p) for p in sorted(partitions)])
     consumer.seek_to_beginning()
@@ -27,6 +31,7 @@ def main() -> None:
         if handled >= wanted:
             break
     consumer.close()
+    signal.sigwait({signal.SIGTERM, signal.SIGINT})  # stay up (and reachable) until the test stops us
     health.close()
 
 
