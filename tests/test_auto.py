@@ -142,6 +142,7 @@ def test_two_services_share_the_callers_trace_id(services: Any) -> None:
     assert outer["trace_id"] == inner["trace_id"] == "flow-abc-1"
     assert inner["request_id"] == "flow-abc-1"  # sent on by the caller
     (call,) = outer["integrations"]
+    assert call["request"]["headers"]["x-trace-id"] == ["flow-abc-1"]  # the headers as sent
     assert inner["otel"]["parent_span_id"] == call["span_id"]  # the callee's trail links to the caller's span
     assert inner["otel"]["trace_id"] == outer["otel"]["trace_id"]
 

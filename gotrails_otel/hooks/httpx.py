@@ -146,6 +146,8 @@ def _after_send(request: Any, response: Any, streamed: bool) -> None:
         body = BodyCapture(
             target.config.max_body_bytes, headers.get("content-type"), None
         )  # httpx has decoded Content-Encoding already
+        # The headers as sent: the request hook ran before the propagators injected theirs (X-Trace-ID…).
+        target.update("request", {"headers": headers_dict(response.request.headers.raw)})
         if streamed and not response.is_stream_consumed:
             body.streamed = True
             length = headers.get("content-length")
