@@ -562,10 +562,12 @@ def _attrs(span: ReadableSpan) -> Mapping[str, Any]:
     Python call each; the SDK's underlying dict, when present, is copied at C speed instead. An ended span's
     attributes are immutable, so the copy is safe.
     """
+    attributes = span.attributes
+    if type(attributes) is dict:  # a processor's span record: already a private plain dict
+        return attributes
     inner = getattr(getattr(span, "_attributes", None), "_dict", None)
     if isinstance(inner, dict):
         return dict(inner) if inner else _EMPTY
-    attributes = span.attributes
     return dict(attributes) if attributes else _EMPTY
 
 

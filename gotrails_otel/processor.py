@@ -29,6 +29,44 @@ _MAX_METADATA_KEYS = 1_000
 _PROCESSORS: weakref.WeakSet[TrailProcessor] = weakref.WeakSet()
 
 
+class _SpanRecord:
+    """What the fold needs of an ended span, kept instead of the SDK's ``ReadableSpan``.
+
+    A ReadableSpan carries locks and bounded containers for its attributes and events; holding thousands of them
+    until their requests end keeps the garbage collector busy. This record holds plain values (its attribute dict
+    holds atomic values only, which the collector does not track) and lets the ReadableSpan go at once.
+    """
+
+    __slots__ = (
+        "attributes",
+        "context",
+        "end_time",
+        "events",
+        "instrumentation_scope",
+        "kind",
+        "name",
+        "parent",
+        "resource",
+        "start_time",
+        "status",
+    )
+
+    def __init__(self, span: ReadableSpan) -> None:
+        inner = getattr(getattr(span, "_attributes", None), "_dict", None)
+        self.attributes = dict(inner) if isinstance(inner, dict) else dict(span.attributes or {})
+        self.context = span.context
+        self.parent = span.parent
+        self.name = span.name
+        self.kind = span.kind
+        self.start_time = span.start_time
+        self.end_time = span.end_time
+        self.status = span.status
+        events = getattr(span, "_events", None)
+        self.events = tuple(events) if events else ()
+        self.instrumentation_scope = span.instrumentation_scope
+        self.resource = span.resource
+
+
 class _Trail:
     """The mutable buffer of one request, guarded by its processor's lock."""
 
@@ -315,7 +353,7 @@ class TrailProcessor(SpanProcessor):
                 trail.root = span
                 trail.root_ended = True
             else:
-                trail.spans.append(span)
+                trail.spans.append(_SpanRecord(span))  # type: ignore[arg-type]
                 trail.open -= 1
                 if not trail.root_ended:
                     return  # the common case: a child ends while its request is still running
