@@ -124,6 +124,8 @@ _PAIR = re.compile(
 )
 _ENTRY_PAYLOAD = ("request", "response", "metadata", "error")
 _RESERVE = 256
+_CLEAN_TEXT_MAX = 512
+_CLEAN_CACHE_SIZE = 4096
 _PAYLOAD_KEYS = ("body", "message", "value", "args", "key", "messages", "commands", "replies")
 _SQL_INSERT = re.compile(r"(?is)\binsert\s+into\s+\S+\s*\(([^)]*)\)\s*values\s*\(([^)]*)\)")
 _SQL_ASSIGN = re.compile(r"""(?i)[`"\[]?(\w+)[`"\]]?\s*(?:=|<>|!=)\s*(\?|%s|\$\d+|:\w+|%\(\w+\)s)""")
@@ -180,6 +182,7 @@ class Policy:
         object.__setattr__(self, "_substring", substring)
         object.__setattr__(self, "_exact", frozenset(k for k in self.keys if k not in substring))
         object.__setattr__(self, "_sensitive_cache", {})
+        object.__setattr__(self, "_clean", set())
         object.__setattr__(self, "_values", _compile(self.patterns))
 
     # ------------------------------------------------------------------------------------------ keys
@@ -201,6 +204,20 @@ class Policy:
         """``text`` with secret-looking values and sensitive ``key=value`` pairs masked."""
         if len(text) < 6:
             return text
+        clean: set[str] = self._clean  # type: ignore[attr-defined]
+        if text in clean:
+            return text
+        masked = self._mask_text(text)
+        if masked is text and len(text) <= _CLEAN_TEXT_MAX:
+            # Statements, URLs and names repeat from request to request. Only text with nothing to mask is
+            # remembered, so no secret is kept around by this.
+            if len(clean) >= _CLEAN_CACHE_SIZE:
+                clean.clear()
+            clean.add(text)
+        return masked
+
+    def _mask_text(self, text: str) -> str:
+        original = text
         low = text.lower()
         size = len(text)
         for pattern, shortest, hint, is_card in self._values:  # type: ignore[attr-defined]
@@ -208,7 +225,7 @@ class Policy:
                 text = pattern.sub(_mask_card if is_card else MASK, text)
         if "=" in text or ":" in text:
             text = _PAIR.sub(self._mask_pair, text)
-        return text
+        return original if text == original else text
 
     def _mask_pair(self, match: re.Match[str]) -> str:
         value = match.group("value")
