@@ -227,7 +227,7 @@ def json_body(kib: int) -> dict[str, Any]:
                 "id": f"ord-{n:06d}",
                 "customer": {"name": f"Customer {n}", "email": f"c{n}@example.com", "password": "hunter2"},
                 "amount": 1500 + n,
-                "note": "paid by bank transfer, reference 88121",
+                "note": f"paid by bank transfer, reference {88121 + n}",  # unique text: no cache hits
             }
         )
     return {"orders": items}
