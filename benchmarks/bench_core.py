@@ -115,10 +115,13 @@ def throughput(requests: int, rounds: int) -> dict[str, float]:
     """Microseconds per span for each setup, on the request path."""
     results: dict[str, float] = {}
 
-    def timed(provider: TracerProvider) -> float:
+    def timed(provider: TracerProvider, drain: Callable[[], object] | None = None) -> float:
+        """Microseconds per span for ``requests`` requests; ``drain`` (timed too) waits for background work."""
         start = time.perf_counter()
         for _ in range(requests):
             request(provider)
+        if drain is not None:
+            drain()
         return (time.perf_counter() - start) * 1e6 / (requests * SPANS_PER_REQUEST)
 
     bare = TracerProvider(resource=RESOURCE)
@@ -132,14 +135,9 @@ def throughput(requests: int, rounds: int) -> dict[str, float]:
     batch = TracerProvider(resource=RESOURCE)
     batch.add_span_processor(batch_processor)
 
-    def batch_round() -> float:
-        start = time.perf_counter()
-        for _ in range(requests):
-            request(batch)
-        batch_processor.force_flush()
-        return (time.perf_counter() - start) * 1e6 / (requests * SPANS_PER_REQUEST)
-
-    results["BatchSpanProcessor + null exporter (export thread live)"] = best_of(rounds, batch_round)
+    results["BatchSpanProcessor + null exporter (export thread live)"] = best_of(
+        rounds, lambda: timed(batch, batch_processor.force_flush)
+    )
     batch_processor.shutdown()
 
     exporter = NullTrailExporter()
@@ -158,14 +156,9 @@ def throughput(requests: int, rounds: int) -> dict[str, float]:
 
     results["TrailProcessor (request path, flush thread held)"] = best_of(rounds, held_back)
 
-    def concurrent() -> float:
-        start = time.perf_counter()
-        for _ in range(requests):
-            request(gotrails)
-        trails.force_flush()
-        return (time.perf_counter() - start) * 1e6 / (requests * SPANS_PER_REQUEST)
-
-    results["TrailProcessor + null trail exporter (flush thread live)"] = best_of(rounds, concurrent)
+    results["TrailProcessor + null trail exporter (flush thread live)"] = best_of(
+        rounds, lambda: timed(gotrails, trails.force_flush)
+    )
     trails.shutdown()
     assert exporter.count == requests * rounds * 2, exporter.count
     return results

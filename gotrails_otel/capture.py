@@ -87,10 +87,6 @@ class Target:
     def hold(self) -> Callable[[], None] | None:
         return self.store.hold(self.span_id)
 
-    def root(self) -> Target | None:
-        root_id = self.store.root_of(self.span_id)
-        return None if root_id is None else Target(self.store, root_id)
-
 
 def target_for(span: trace.Span | None) -> Target | None:
     """The capture target for ``span`` when it belongs to a trail that is still open, else ``None``."""
@@ -142,10 +138,6 @@ class BodyCapture:
             part = bytes(chunk[:room]) if size > room else bytes(chunk)
             self._chunks.append(part)
             self._kept += len(part)
-
-    @property
-    def truncated(self) -> bool:
-        return self.total > self._kept
 
     def data(self) -> bytes:
         """The bytes kept so far."""

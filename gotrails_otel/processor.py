@@ -199,11 +199,6 @@ class CaptureStore:
         """The owning processor's configuration (limits that hooks apply at capture time)."""
         return self._processor.config
 
-    def root_of(self, span_id: int) -> int | None:
-        """The span id of the local root of the trail that ``span_id`` belongs to, or ``None``."""
-        trail = self._processor._owner.get(span_id)
-        return None if trail is None else trail.root_id
-
     def tracks(self, span_id: int) -> bool:
         """Whether ``span_id`` belongs to a trail that has not been flushed yet."""
         return span_id in self._processor._owner

@@ -18,11 +18,6 @@ HTTP_ROUTE = ("http.route",)
 HTTP_TARGET = ("http.target",)
 URL_PATH = ("url.path",)
 URL_QUERY = ("url.query",)
-URL_SCHEME = ("url.scheme", "http.scheme")
-SERVER_ADDRESS = ("server.address", "net.peer.name", "http.host", "net.host.name", "http.server_name")
-SERVER_PORT = ("server.port", "net.peer.port", "net.host.port")
-CLIENT_ADDRESS = ("client.address", "net.peer.ip")
-USER_AGENT = ("user_agent.original", "http.user_agent")
 ERROR_TYPE = ("error.type",)
 
 DB_SYSTEM = ("db.system.name", "db.system")
@@ -32,7 +27,6 @@ DB_NAMESPACE = ("db.namespace", "db.name")
 DB_TABLE = ("db.collection.name", "db.sql.table")
 DB_ROWS = ("db.response.returned_rows", "db.response.affected_rows")
 
-RPC_SYSTEM = ("rpc.system",)
 RPC_SERVICE = ("rpc.service",)
 RPC_METHOD = ("rpc.method",)
 RPC_GRPC_STATUS = ("rpc.grpc.status_code", "rpc.response.status_code")
@@ -42,7 +36,6 @@ MESSAGING_DESTINATION = ("messaging.destination.name", "messaging.destination")
 MESSAGING_PARTITION = ("messaging.destination.partition.id", "messaging.kafka.partition")
 MESSAGING_OFFSET = ("messaging.kafka.offset", "messaging.kafka.message.offset")
 MESSAGING_KEY = ("messaging.kafka.message.key",)
-MESSAGING_OPERATION = ("messaging.operation.type", "messaging.operation")
 
 EXCEPTION_TYPE = "exception.type"
 EXCEPTION_MESSAGE = "exception.message"
