@@ -56,7 +56,7 @@ def test_file_exporter_appends_json_lines(harness: TrailHarness, tmp_path: Path)
     trails = [orjson.loads(line) for line in path.read_bytes().splitlines()]
     assert [t["request"]["path"] for t in trails] == ["/a", "/b"]
     with pytest.raises(RuntimeError, match="shut down"):
-        first.export(trails[0])
+        first.export(gt.SealedTrail(orjson.dumps(trails[0])))
 
 
 def test_otel_log_exporter_emits_one_linked_record(harness: TrailHarness) -> None:

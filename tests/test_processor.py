@@ -245,7 +245,7 @@ def test_a_failing_export_loses_no_other_trail(make_harness: Any) -> None:
 
 
 def test_a_fold_failure_gives_a_marked_reduced_trail(harness: TrailHarness, monkeypatch: pytest.MonkeyPatch) -> None:
-    from gotrails_otel import processor as processor_module
+    from gotrails_otel import pipeline as processor_module
 
     real_fold = processor_module.fold
     calls = []
@@ -292,7 +292,7 @@ def test_forked_child_gets_fresh_buffers_and_lock(harness: TrailHarness, tmp_pat
     release = threading.Event()
 
     def hold() -> None:
-        with harness.processor._lock:
+        with harness.processor._buffer.lock:
             holding.set()
             release.wait(5)
 
