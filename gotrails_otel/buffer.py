@@ -167,8 +167,13 @@ class TrailBuffer:
     # ----------------------------------------------------------------------------------------- span events
 
     def open_trail(self, span: Span) -> None:
-        """With the lock held: a new request (its root span started)."""
-        trail = Trail(span, time.monotonic())
+        """With the lock held: a new request (its root span started). Deadlines that are due are acted on here too,
+        so under traffic they hold even while the flush thread is busy with a long fold."""
+        now = time.monotonic()
+        grace, trails = self.grace, self.trails
+        if (grace and grace[0][0] <= now) or (trails and next(iter(trails.values())).created + self.max_age_s <= now):
+            self.expire(now)
+        trail = Trail(span, now)
         while len(self.trails) >= self.max_trails:
             self.finish(next(iter(self.trails.values())), FlushReason.CAPACITY)
         self.trails[trail.root_id] = trail
@@ -273,7 +278,7 @@ class TrailBuffer:
         trail.state = TrailState.FLUSHED
         trail.reason = reason
         self.trails.pop(trail.root_id, None)
-        if len(self.ready) >= self.max_trails or self.queued_bytes + trail.nbytes > self.max_bytes:
+        if self.ready and (len(self.ready) >= self.max_trails or self.queued_bytes + trail.nbytes > self.max_bytes):
             # The fold is behind by a whole buffer: this trail cannot be kept. Counted; its memory goes now, and
             # the worker only forgets it (reason None).
             trail.reason = None

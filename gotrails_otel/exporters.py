@@ -8,10 +8,13 @@ after ``fork()``: a lock held by the export thread at the fork is not inherited 
 from __future__ import annotations
 
 import contextlib
+import io
+import json
 import logging
 import os
 import sys
 import threading
+import time
 import weakref
 from collections.abc import Sequence
 from datetime import datetime
@@ -89,20 +92,93 @@ if hasattr(os, "register_at_fork"):  # absent on Windows, where there is no fork
     os.register_at_fork(after_in_child=_reset_after_fork)
 
 
+class _LineLockedStdout(io.TextIOWrapper):
+    """``sys.stdout`` with a lock: each ``write`` holds it, and it knows whether the last write ended a line.
+
+    ``print()`` writes its text and its newline in two calls; a trail line written between them would be glued to
+    the application's line. The stdout exporter writes under the same lock, and only at a line boundary. It wraps the
+    same binary buffer as the interpreter's ``sys.stdout`` (which stays referenced as ``sys.__stdout__``), so
+    ``fileno()``, ``isatty()``, ``buffer`` and ``reconfigure()`` behave as before.
+    """
+
+    def __init__(self, original: io.TextIOWrapper) -> None:
+        super().__init__(
+            original.buffer,
+            encoding=original.encoding,
+            errors=original.errors,
+            newline=None if os.name == "nt" else "\n",
+            line_buffering=original.line_buffering,
+            write_through=original.write_through,
+        )
+        self.original = original
+        self.lock = threading.RLock()  # re-entrant: a signal handler may print while its thread is in write()
+        self.mid_line = False
+
+    def write(self, text: str) -> int:
+        with self.lock:
+            count = _text_write(self, text)
+            if text:
+                self.mid_line = text[-1] != "\n"
+            return count
+
+    def write_line(self, line: str, wait: float) -> None:
+        """Write ``line`` (ending with a newline) at a line boundary: once the application's current line has ended,
+        or — when it is still unfinished after ``wait`` seconds — on a new line of its own."""
+        deadline = time.monotonic() + wait
+        while True:
+            with self.lock:
+                if not self.mid_line or time.monotonic() >= deadline:
+                    _text_write(self, "\n" + line if self.mid_line else line)
+                    self.mid_line = False
+                    self.flush()
+                    return
+            time.sleep(0.0005)  # let the application's thread finish its line (print writes the newline next)
+
+    def close(self) -> None:
+        """Flush only: the buffer belongs to the interpreter's stdout."""
+        self.flush()
+
+    def _reset_after_fork(self) -> None:
+        self.lock = threading.RLock()
+
+
+_text_write = io.TextIOWrapper.write
+
+
+def _locked_stdout() -> _LineLockedStdout | None:
+    """The line-locked ``sys.stdout``, installed on first use when ``sys.stdout`` is the interpreter's own."""
+    current = sys.stdout
+    if isinstance(current, _LineLockedStdout):
+        return current
+    if current is None or current is not sys.__stdout__ or type(current) is not io.TextIOWrapper:
+        return None  # replaced (a test runner's capture, the application's own wrapper): leave it alone
+    current.flush()
+    locked = _LineLockedStdout(current)
+    _FORK_RESET.add(locked)
+    sys.stdout = locked
+    return locked
+
+
 class StdoutTrailExporter:
     """Writes exactly one compact JSON line per trail to standard output (or to ``stream``, a binary stream).
 
-    A line is written with one ``write`` through the text stream ``sys.stdout`` (after the text the application has
-    already written there) and flushed, so in one process a trail line is never split, and application output written
-    through ``sys.stdout`` (``print``) lands before or after it, not inside it. Across processes sharing one pipe, the
-    operating system keeps a write in one piece only up to ``PIPE_BUF`` bytes (4096 on Linux): larger trails from
-    several processes can interleave there — use the file exporter (``O_APPEND``) or the OTel logs exporter.
+    In one process a trail line is never split, and never glued to the application's own output: when it is made,
+    the exporter puts a lock around ``sys.stdout`` (when it is the interpreter's own stream) that ``print()`` and the
+    exporter share, and a trail line is written with one call, at a line boundary, then flushed. Output that bypasses
+    ``sys.stdout`` (``sys.stdout.buffer``, ``os.write(1, …)``, a reference to the stream taken before) is not
+    covered. The lock costs ``print()`` about a microsecond.
+
+    Across processes sharing one pipe (forked workers), the operating system keeps a write in one piece only up to
+    ``PIPE_BUF`` bytes (4096 on Linux): larger trails from several processes can interleave there. Use the file
+    exporter (each line one ``O_APPEND`` write) or the OTel logs exporter for several processes.
     """
 
     def __init__(self, stream: IO[bytes] | None = None) -> None:
         self._stream = stream
         self._lock = threading.Lock()
         _FORK_RESET.add(self)
+        if stream is None:
+            _locked_stdout()  # now, before the application's threads print (the exporter is made at start-up)
 
     def _reset_after_fork(self) -> None:
         self._lock = threading.Lock()
@@ -113,17 +189,17 @@ class StdoutTrailExporter:
                 self._stream.write(trail.data + b"\n")
                 self._stream.flush()
                 return
-            text = sys.stdout
-            if text is None:  # pythonw, or stdout closed: nowhere to write
+            text = trail.data.decode("utf-8") + "\n"
+            locked = _locked_stdout()
+            if locked is not None:
+                locked.original.flush()  # anything still written through the original object goes first
+                locked.write_line(_encodable(text, locked.encoding), 0.1)
+                return
+            stream = sys.stdout
+            if stream is None:  # pythonw, or stdout closed: nowhere to write
                 raise RuntimeError("gotrails: sys.stdout is not available")
-            encoding = (getattr(text, "encoding", None) or "").lower().replace("-", "").replace("_", "")
-            if encoding == "utf8":
-                text.write(trail.data.decode("utf-8") + "\n")
-                text.flush()
-            else:  # a text stream that cannot encode every character: its bytes, after the pending text
-                text.flush()
-                text.buffer.write(trail.data + b"\n")
-                text.buffer.flush()
+            stream.write(_encodable(text, getattr(stream, "encoding", None) or "utf-8"))
+            stream.flush()
 
     def force_flush(self, timeout_millis: int = 30_000) -> bool:
         """Every line is flushed as it is written."""
@@ -131,6 +207,17 @@ class StdoutTrailExporter:
 
     def shutdown(self) -> None:
         """Nothing to release: the stream belongs to the caller."""
+
+
+def _encodable(text: str, encoding: str) -> str:
+    """``text`` (a JSON line) as it can be written in ``encoding``: unchanged, or with non-ASCII escaped as JSON."""
+    if encoding.lower().replace("-", "").replace("_", "") in ("utf8", "utf8sig") or text.isascii():
+        return text
+    try:
+        text.encode(encoding)
+        return text
+    except (UnicodeEncodeError, LookupError):
+        return json.dumps(orjson.loads(text), ensure_ascii=True, separators=(",", ":")) + "\n"
 
 
 class FileTrailExporter:

@@ -82,8 +82,8 @@ def register_gauges(
     """Observable gauges of the buffers and queues, summed over the live processors; once per meter provider.
 
     ``gotrails.buffer.trails`` and ``gotrails.buffer.bytes``: trails in flight and the bytes they hold;
-    ``gotrails.queue.depth{queue=fold|export}`` and ``gotrails.queue.bytes{queue=export}``: what waits for the fold
-    and for the exporter. Read when metrics are collected, never on the request path.
+    ``gotrails.queue.depth{queue=fold|export}`` and ``gotrails.queue.bytes{queue=fold|export}``: what waits for the
+    fold and for the exporter. Read when metrics are collected, never on the request path.
     """
     key = id(meter_provider)
     with _gauges_lock:
@@ -115,9 +115,9 @@ def register_gauges(
     )
     meter.create_observable_gauge(
         "gotrails.queue.bytes",
-        [observe(("export_queue_bytes", {"queue": "export"}))],
+        [observe(("fold_queue_bytes", {"queue": "fold"}), ("export_queue_bytes", {"queue": "export"}))],
         unit="By",
-        description="Bytes of sealed trails waiting for the exporter",
+        description="Bytes of trails waiting for the fold and for the exporter",
     )
 
 

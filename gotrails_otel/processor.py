@@ -176,8 +176,9 @@ class TrailProcessor(SpanProcessor):
         with buffer.lock:
             values = {
                 "in_flight": len(buffer.trails),
-                "buffer_bytes": buffer.nbytes,
+                "buffer_bytes": buffer.nbytes - buffer.queued_bytes,
                 "fold_queue": len(buffer.ready) + (1 if self._worker.busy else 0),
+                "fold_queue_bytes": buffer.queued_bytes,
             }
         with exports.lock:
             values["export_queue"] = len(exports)
@@ -185,8 +186,10 @@ class TrailProcessor(SpanProcessor):
         return values
 
     def stats(self) -> dict[str, int]:
-        """Counts of flushed trails by reason, of everything dropped and of failures, plus the buffers and queues now
-        (``in_flight``, ``buffer_bytes``, ``fold_queue``, ``export_queue``, ``export_queue_bytes``)."""
+        """Counts of flushed trails by reason, of everything dropped and of failures, plus the buffers and queues now:
+        ``in_flight`` and ``buffer_bytes`` (trails in flight, the bytes they hold), ``fold_queue`` and
+        ``fold_queue_bytes`` (flushed, waiting for the fold), ``export_queue`` and ``export_queue_bytes`` (sealed,
+        waiting for the exporter)."""
         counts = self._counters.snapshot()
         counts.update(self.gauges())
         return counts

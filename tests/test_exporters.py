@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import subprocess
 import sys
 import textwrap
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -175,3 +177,253 @@ def test_invalid_environment_fails_at_startup_naming_the_variable() -> None:
     result = _run(_SCRIPT.format(setup=""), {"GOTRAILS_GRACE_MS": "soon"})
     assert result.returncode != 0
     assert "GOTRAILS_GRACE_MS='soon'" in result.stderr
+
+
+# ------------------------------------------------------------------------------- processes, pipes, files (#9)
+
+_APP_LINE = re.compile(r"^app-line \d+ \d+ y*$")
+
+
+def _lines(stdout: bytes) -> tuple[list[dict[str, Any]], list[bytes], list[bytes]]:
+    """Trails, application lines and broken lines of a process's output."""
+    trails, app, broken = [], [], []
+    for line in stdout.split(b"\n"):
+        if not line:
+            continue
+        if line.startswith(b"{"):
+            try:
+                trails.append(orjson.loads(line))
+                continue
+            except orjson.JSONDecodeError:
+                pass
+        elif _APP_LINE.match(line.decode("utf-8", "replace")):
+            app.append(line)
+            continue
+        broken.append(line)
+    return trails, app, broken
+
+
+_TRAILS_SCRIPT = """
+import os, sys, threading, random
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.trace import SpanKind
+import gotrails_otel as gt
+
+provider = TracerProvider()
+processor = gt.TrailProcessor(config=gt.TrailConfig(exporters=({exporter!r},), file_path={path!r}, grace_ms=50))
+provider.add_span_processor(processor)
+tracer = provider.get_tracer("app")
+
+def requests(tag, count, size):
+    for n in range(count):
+        with tracer.start_as_current_span("GET /", kind=SpanKind.SERVER, attributes={{"http.method": "GET"}}):
+            gt.set_metadata(tag=tag, n=n, blob="z" * size)
+
+{body}
+"""
+
+
+def _run_script(code: str, timeout: float = 120) -> subprocess.CompletedProcess[bytes]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("GOTRAILS_", "OTEL_"))}
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=timeout, env=env, check=False)
+
+
+def test_application_prints_never_splice_into_stdout_trail_lines() -> None:
+    body = """
+stop = threading.Event()
+def app(tid):
+    i = 0
+    while not stop.is_set():
+        print(f"app-line {tid} {i} " + "y" * random.randint(20, 3000))
+        i += 1
+threads = [threading.Thread(target=app, args=(t,)) for t in range(3)]
+for t in threads: t.start()
+requests("main", 300, 2000)
+processor.force_flush()
+stop.set()
+for t in threads: t.join()
+processor.shutdown()
+"""
+    result = _run_script(_TRAILS_SCRIPT.format(exporter="stdout", path=None, body=body))
+    assert result.returncode == 0, result.stderr.decode()
+    trails, app, broken = _lines(result.stdout)
+    # print() writes its text and its newline in two calls, so the application's own threads can split each
+    # other's lines (with or without gotrails); a trail line is never part of a broken line.
+    assert [line for line in broken if b'"timestamp"' in line] == []
+    assert len(trails) == 300 and len(app) > 300
+
+
+def test_forked_workers_sharing_stdout_keep_lines_whole_up_to_pipe_buf() -> None:
+    body = """
+import select
+size = select.PIPE_BUF - 1200  # a trail line shorter than PIPE_BUF: one write, never interleaved
+pids = []
+for worker in range(2):
+    pid = os.fork()
+    if pid == 0:
+        requests(f"w{worker}", 80, size)
+        processor.shutdown()
+        os._exit(0)
+    pids.append(pid)
+for pid in pids:
+    os.waitpid(pid, 0)
+"""
+    result = _run_script(_TRAILS_SCRIPT.format(exporter="stdout", path=None, body=body))
+    assert result.returncode == 0, result.stderr.decode()
+    trails, _, broken = _lines(result.stdout)
+    assert broken == []
+    assert sorted(t["metadata"]["tag"] for t in trails) == ["w0"] * 80 + ["w1"] * 80
+    assert max(len(orjson.dumps(t)) for t in trails) < 4096
+
+
+def test_forked_workers_appending_large_trails_to_one_file_never_interleave(tmp_path: Path) -> None:
+    path = tmp_path / "trails.jsonl"
+    body = """
+pids = []
+for worker in range(2):
+    pid = os.fork()
+    if pid == 0:
+        requests(f"w{worker}", 40, 100_000)
+        processor.shutdown()
+        os._exit(0)
+    pids.append(pid)
+for pid in pids:
+    os.waitpid(pid, 0)
+"""
+    result = _run_script(_TRAILS_SCRIPT.format(exporter="file", path=str(path), body=body))
+    assert result.returncode == 0, result.stderr.decode()
+    lines = path.read_bytes().splitlines()
+    trails = [orjson.loads(line) for line in lines]  # every line is one whole trail
+    assert sorted(t["metadata"]["tag"] for t in trails) == ["w0"] * 40 + ["w1"] * 40
+    assert min(len(line) for line in lines) > 16_000
+
+
+def test_file_exporter_reopens_a_moved_or_deleted_file(harness: TrailHarness, tmp_path: Path) -> None:
+    path = tmp_path / "trails.jsonl"
+    harness.processor.exporter = gt.FileTrailExporter(path)
+    _request(harness, "/a")
+    assert harness.processor.force_flush()
+    os.rename(path, tmp_path / "trails.jsonl.1")  # what logrotate does
+    _request(harness, "/b")
+    assert harness.processor.force_flush()
+    os.unlink(path)  # an operator deletes it
+    _request(harness, "/c")
+    assert harness.processor.force_flush()
+
+    def paths(file: Path) -> list[str]:
+        return [orjson.loads(line)["request"]["path"] for line in file.read_bytes().splitlines()]
+
+    rotated, current = paths(tmp_path / "trails.jsonl.1"), paths(path)
+    assert rotated == ["/a"] and current == ["/c"]
+    # "/b" went to the file that was then deleted: it was at the path when it was written.
+
+
+def test_file_exporter_rotates_by_size_with_logrotate_names(harness: TrailHarness, tmp_path: Path) -> None:
+    probe = tmp_path / "probe.jsonl"
+    harness.processor.exporter = gt.FileTrailExporter(probe)
+    _request(harness, "/r00")
+    assert harness.processor.force_flush()
+    line = probe.stat().st_size  # trails of this shape have (nearly) this size
+    path = tmp_path / "trails.jsonl"
+    harness.processor.exporter = gt.FileTrailExporter(path, max_bytes=3 * line + line // 2, backups=2)
+    for n in range(1, 13):
+        _request(harness, f"/r{n:02d}")
+    assert harness.processor.force_flush()
+    files = sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("trails.jsonl"))
+    assert files == ["trails.jsonl", "trails.jsonl.1", "trails.jsonl.2", "trails.jsonl.lock"]
+    assert all((tmp_path / name).stat().st_size <= 3 * line + line // 2 for name in files)
+    order = []
+    for name in ["trails.jsonl.2", "trails.jsonl.1", "trails.jsonl"]:  # oldest first
+        order += [orjson.loads(text)["request"]["path"] for text in (tmp_path / name).read_bytes().splitlines()]
+    assert order == [f"/r{n:02d}" for n in range(4, 13)]  # the newest 9, in order; the oldest rotated away
+
+
+def test_several_processes_rotating_one_file_lose_and_break_no_line(tmp_path: Path) -> None:
+    path = tmp_path / "trails.jsonl"
+    body = f"""
+processor.exporter = gt.FileTrailExporter({str(path)!r}, max_bytes=40_000, backups=500)
+pids = []
+for worker in range(3):
+    pid = os.fork()
+    if pid == 0:
+        requests(f"w{{worker}}", 200, 500)
+        processor.shutdown()
+        os._exit(0)
+    pids.append(pid)
+for pid in pids:
+    os.waitpid(pid, 0)
+"""
+    result = _run_script(_TRAILS_SCRIPT.format(exporter="file", path=str(path), body=body))
+    assert result.returncode == 0, result.stderr.decode()
+    files = [p for p in tmp_path.iterdir() if p.name.startswith("trails.jsonl") and not p.name.endswith(".lock")]
+    assert len(files) > 10
+    suffixes = sorted(int(p.name.rsplit(".", 1)[1]) for p in files if p.name != "trails.jsonl")
+    assert suffixes == list(range(1, len(files)))  # path, path.1 … path.N without gaps
+    tags = []
+    for file in files:
+        data = file.read_bytes()
+        lines = data.splitlines()
+        # Each process checks the size before its write: a file may go past the limit by a line per process.
+        assert len(data) <= 40_000 + 3 * max(len(line) + 1 for line in lines)
+        tags += [orjson.loads(line)["metadata"]["tag"] for line in lines]
+    assert sorted(tags) == ["w0"] * 200 + ["w1"] * 200 + ["w2"] * 200
+
+
+class _BlockingStream(io.BytesIO):
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate = threading.Event()
+        self.entered = threading.Event()
+
+    def write(self, data: Any) -> int:
+        self.entered.set()
+        self.gate.wait()
+        return super().write(data)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_fork_during_an_export_leaves_no_exporter_lock_held(harness: TrailHarness, tmp_path: Path) -> None:
+    stream = _BlockingStream()
+    harness.processor.exporter = gt.StdoutTrailExporter(stream)
+    _request(harness, "/parent")
+    assert stream.entered.wait(5)  # the export thread is inside the exporter, holding its lock
+    out = tmp_path / "child.json"
+    pid = os.fork()
+    if pid == 0:  # child
+        code = 1
+        try:
+            stream.gate.set()
+            stream.seek(0)
+            stream.truncate()
+            _request(harness, "/child")
+            flushed = harness.processor.force_flush(3000)
+            paths = [orjson.loads(line)["request"]["path"] for line in stream.getvalue().splitlines()]
+            out.write_bytes(orjson.dumps({"flushed": flushed, "paths": paths}))
+            code = 0
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    stream.gate.set()
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert orjson.loads(out.read_bytes()) == {"flushed": True, "paths": ["/child"]}
+    assert harness.processor.force_flush(3000)
+
+
+def test_import_and_construction_work_without_register_at_fork() -> None:
+    code = """
+import os
+del os.register_at_fork, os.fork  # as on Windows
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.trace import SpanKind
+import gotrails_otel as gt
+exporter = gt.InMemoryTrailExporter()
+provider = TracerProvider()
+provider.add_span_processor(gt.TrailProcessor(exporter, gt.TrailConfig()))
+with provider.get_tracer("x").start_as_current_span("GET /", kind=SpanKind.SERVER, attributes={"http.method": "GET"}):
+    pass
+provider.shutdown()
+print(len(exporter.get_finished_trails()))
+"""
+    result = _run_script(code)
+    assert result.returncode == 0, result.stderr.decode()
+    assert result.stdout.strip() == b"1"
