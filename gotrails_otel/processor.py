@@ -10,6 +10,7 @@ from __future__ import annotations
 import enum
 import threading
 import time
+from collections.abc import Mapping
 from typing import Any
 
 from opentelemetry import context as otel_context
@@ -167,6 +168,14 @@ class TrailProcessor(SpanProcessor):
             trail = buffer.owner.get(span_id)
             if trail is not None:
                 buffer.end_span(trail, span, span_id)
+
+    def add_metadata(self, span_id: int, fields: Mapping[str, Any]) -> bool:
+        """Same as ``captures.add_metadata``: every write into a trail goes through the capture store."""
+        return self.captures.add_metadata(span_id, fields)
+
+    def add_error(self, span_id: int, error: dict[str, Any]) -> bool:
+        """Same as ``captures.add_error``: every write into a trail goes through the capture store."""
+        return self.captures.add_error(span_id, error)
 
     # ----------------------------------------------------------------------------- SpanProcessor API
 
