@@ -278,7 +278,7 @@ class TrailBuffer:
         trail.state = TrailState.FLUSHED
         trail.reason = reason
         self.trails.pop(trail.root_id, None)
-        if self.ready and (len(self.ready) >= self.max_trails or self.queued_bytes + trail.nbytes > self.max_bytes):
+        if self.ready and self.queued_bytes + trail.nbytes > self.max_bytes:
             # The fold is behind by a whole buffer: this trail cannot be kept. Counted; its memory goes now, and
             # the worker only forgets it (reason None).
             trail.reason = None

@@ -326,6 +326,12 @@ class FlushWorker:
         self._busy = False
         self._stopping = False
         self._idle = threading.Condition(self.buffer.lock)
+        self._batch: deque[Trail] = deque()  # taken from the buffer, not sealed yet
+        self._stop_deadline = float("inf")
+
+    def unsealed(self) -> int:
+        """With the buffer's lock held: flushed trails not sealed yet (queued, or in the batch in hand)."""
+        return len(self.buffer.ready) + len(self._batch)
 
     def ensure_started(self) -> None:
         """With the buffer's lock held: start the flush thread once."""
@@ -349,7 +355,7 @@ class FlushWorker:
                         now = time.monotonic()
                         next_deadline = buffer.expire(now)
                         if buffer.ready:
-                            batch = buffer.take_ready()
+                            self._batch.extend(buffer.take_ready())
                             self._busy = True
                             break
                         self._busy = False
@@ -360,8 +366,11 @@ class FlushWorker:
                         buffer.worker_waiting = True
                         buffer.wakeup.wait(wait)
                         buffer.worker_waiting = False
-                for trail in batch:
-                    self._process(trail)
+                batch = self._batch
+                while batch:
+                    if self._stopping and time.monotonic() >= self._stop_deadline:
+                        return  # shutdown gave up waiting: what is left is counted there
+                    self._process(batch.popleft())
                     now = time.monotonic()
                     with buffer.lock:  # deadlines hold whatever the backlog: checked between every two trails
                         buffer.expire(now)
@@ -396,6 +405,7 @@ class FlushWorker:
         buffer = self.buffer
         with buffer.lock:
             self._stopping = True
+            self._stop_deadline = deadline
             if buffer.ready:
                 self.ensure_started()
             thread = self._thread

@@ -8,6 +8,7 @@ seals and exports trails off the request path (:mod:`.pipeline`).
 from __future__ import annotations
 
 import enum
+import logging
 import threading
 import time
 from collections.abc import Mapping
@@ -28,6 +29,7 @@ from .store import CaptureStore
 __all__ = ["CaptureStore", "FlushReason", "ProcessorState", "TrailProcessor", "TrailState", "processors"]
 
 _SUPPRESS = otel_context._SUPPRESS_INSTRUMENTATION_KEY
+_log = logging.getLogger("gotrails_otel")
 
 
 class ProcessorState(enum.Enum):
@@ -228,9 +230,10 @@ class TrailProcessor(SpanProcessor):
         try:
             if not self._worker.stop(deadline):
                 with buffer.lock:
-                    unfolded = len(buffer.ready)
-                if unfolded:
-                    self._counters.dropped("trails", "shutdown_timeout", unfolded)
+                    unsealed = self._worker.unsealed()
+                if unsealed:
+                    self._counters.dropped("trails", "shutdown_timeout", unsealed)
+                    _log.error("gotrails: %d trail(s) were not sealed before the shutdown timeout", unsealed)
             if self._exports.drain(deadline):
                 self._exports.call("force_flush", max(deadline - time.monotonic(), 0.0))
             self._exports.call("shutdown", max(deadline - time.monotonic(), 0.0))

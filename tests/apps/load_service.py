@@ -3,6 +3,7 @@
 ``POST /async/{n}``: an async endpoint that calls the upstream (UPSTREAM_URL) with ``httpx.AsyncClient``.
 ``POST /sync/{n}``: a sync endpoint (thread pool) that writes and reads Redis (REDIS_URL).
 Both answer ``{"n": n, ...}`` and record ``n`` as metadata, so a trail can be matched to its request.
+``POST /leave-open``: answers at once, leaving a child span open.
 """
 
 import os
@@ -10,6 +11,7 @@ import os
 import httpx
 import redis
 from fastapi import FastAPI
+from opentelemetry import trace
 
 import gotrails_otel as gt
 
@@ -17,6 +19,7 @@ app = FastAPI()
 UPSTREAM = os.environ.get("UPSTREAM_URL", "")
 _client: httpx.AsyncClient | None = None
 _redis: redis.Redis | None = None
+_open_spans: list[trace.Span] = []
 
 
 def client() -> httpx.AsyncClient:
@@ -46,3 +49,11 @@ def use_redis(n: int, payload: dict) -> dict:
     cache().set(f"order:{n}", str(payload.get("item")))
     value = cache().get(f"order:{n}")
     return {"n": n, "cached": value.decode() if value else None}
+
+
+@app.post("/leave-open")
+async def leave_open() -> dict:
+    """Answers at once but leaves a child span open (work that would go on after the response)."""
+    gt.set_metadata(kind="leave-open")
+    _open_spans.append(trace.get_tracer("app").start_span("still-running"))
+    return {"n": -1}
