@@ -136,18 +136,21 @@ class FailureLog:
     def reset_lock(self) -> None:
         self._lock = threading.Lock()
 
-    def report(self, what: str, error: BaseException) -> None:
+    def report(self, what: str, error: BaseException | Callable[[], BaseException]) -> None:
+        """Log ``error`` (or the error ``error()`` makes, called only when it is logged) for ``what``."""
         kind = (what, type(error).__qualname__)
         now = time.monotonic()
         with self._lock:
             entry = self._seen.get(kind)
-            if entry is None:
-                self._seen[kind] = [now, 0, error]
-                first, suppressed = True, 0
-            elif now - entry[0] < self.interval:
+            if entry is not None and now - entry[0] < self.interval:
                 entry[1] += 1
                 entry[2] = error
                 return
+            if not isinstance(error, BaseException):
+                error = error()
+            if entry is None:
+                self._seen[kind] = [now, 0, error]
+                first, suppressed = True, 0
             else:
                 first, suppressed = False, entry[1]
                 self._seen[kind] = [now, 0, error]
@@ -177,6 +180,8 @@ class FailureLog:
             for entry in self._seen.values():
                 entry[1] = 0
         for what, count, error in pending:
+            if not isinstance(error, BaseException):
+                error = error()
             _log.error(
                 "gotrails: %s failed %d more time(s); last: %s: %s", what, count, type(error).__qualname__, error
             )

@@ -144,21 +144,20 @@ class ExportQueue:
                 self._counters.dropped("trails", "exporter_shut_down")
                 return False
             if len(self._items) >= self.max_items or self.nbytes + size > self.max_bytes:
-                full = len(self._items) >= self.max_items
                 self._counters.dropped("trails", "export_queue_full")
-                self._failures.report(
-                    "queueing a trail for export",
-                    OverflowError(
-                        f"the export queue is full ({len(self._items)} trails, {self.nbytes} bytes; limit "
-                        + (f"{self.max_items} trails)" if full else f"{self.max_bytes} bytes)")
-                    ),
-                )
+                self._failures.report("queueing a trail for export", self._overflow)
                 return False
             self._items.append(_Job("export", trail, size))
             self.nbytes += size
             self._start()
             self._work.notify()
             return True
+
+    def _overflow(self) -> OverflowError:
+        return OverflowError(
+            f"the export queue is full ({len(self._items)} trails, {self.nbytes} bytes; limits {self.max_items} "
+            f"trails, {self.max_bytes} bytes): trails are dropped and counted until the exporter catches up"
+        )
 
     def call(self, kind: str, timeout_s: float) -> bool:
         """Run the exporter's ``force_flush`` or ``shutdown`` on the export thread, after what is queued; wait at
@@ -199,7 +198,7 @@ class ExportQueue:
             self.nbytes = 0
             self._work.notify_all()
         if left:
-            self._counters.dropped("trails", "shutdown_timeout", len(left))
+            self._counters.dropped("trails", "unexported_at_shutdown", len(left))
             _log.error("gotrails: %d trail(s) were not exported before the shutdown timeout", len(left))
 
     # ------------------------------------------------------------------------------------------- watchdog

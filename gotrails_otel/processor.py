@@ -232,7 +232,7 @@ class TrailProcessor(SpanProcessor):
                 with buffer.lock:
                     unsealed = self._worker.unsealed()
                 if unsealed:
-                    self._counters.dropped("trails", "shutdown_timeout", unsealed)
+                    self._counters.dropped("trails", "unsealed_at_shutdown", unsealed)
                     _log.error("gotrails: %d trail(s) were not sealed before the shutdown timeout", unsealed)
             if self._exports.drain(deadline):
                 self._exports.call("force_flush", max(deadline - time.monotonic(), 0.0))

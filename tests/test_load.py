@@ -238,34 +238,59 @@ class Hanging(Null):
 class Raising(Null):
     def export(self, trail): raise OSError("collector unreachable")
 
-exporter = {"null": Null, "hanging": Hanging, "raising": Raising}[sys.argv[1]]()
-provider = TracerProvider()
-processor = gt.TrailProcessor(exporter, gt.TrailConfig(export_timeout_ms=500, shutdown_timeout_ms=2000))
-provider.add_span_processor(processor)
-server = provider.get_tracer("opentelemetry.instrumentation.fastapi")
-app = provider.get_tracer("app")
+KINDS = {"null": Null, "hanging": Hanging, "raising": Raising}
 body = {"order": "x" * 2000}
 
-def request(n):
-    with server.start_as_current_span("POST /orders", kind=SpanKind.SERVER, attributes={"http.method": "POST"}):
-        gt.set_metadata(n=n, body=body)
-        with app.start_as_current_span("step"):
-            pass
+def pipeline(kind):
+    provider = TracerProvider()
+    config = gt.TrailConfig(export_timeout_ms=500, shutdown_timeout_ms=2000)
+    processor = gt.TrailProcessor(KINDS[kind](), config)
+    provider.add_span_processor(processor)
+    server = provider.get_tracer("opentelemetry.instrumentation.fastapi")
+    app = provider.get_tracer("app")
 
-for n in range(2000):  # warm up: allocator, caches, threads
-    request(n)
-time.sleep(0.5)
-before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-started = time.perf_counter()
-for n in range(20000):
-    request(n)
-elapsed = time.perf_counter() - started
-time.sleep(1.0)
-grown = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before
-stopping = time.monotonic()
-provider.shutdown()
-print(json.dumps({"us_per_request": elapsed / 20000 * 1e6, "rss_growth_kb": grown,
-                  "shutdown_s": time.monotonic() - stopping, "stats": processor.stats()}))
+    def request(n):
+        with server.start_as_current_span("POST /orders", kind=SpanKind.SERVER, attributes={"http.method": "POST"}):
+            gt.set_metadata(n=n, body=body)
+            with app.start_as_current_span("step"):
+                pass
+
+    return provider, processor, request
+
+def stop(provider):
+    started = time.monotonic()
+    provider.shutdown()
+    return time.monotonic() - started
+
+if sys.argv[1] == "compare":
+    # The three side by side in one process, in alternating chunks: the machine's load weighs on each alike.
+    import statistics
+    pipelines = {kind: pipeline(kind) for kind in KINDS}
+    rounds = []
+    for chunk in range(60):
+        spent = {}
+        for kind, (_, _, request) in pipelines.items():
+            started = time.perf_counter()
+            for n in range(200):
+                request(n)
+            spent[kind] = time.perf_counter() - started
+        rounds.append(spent)
+    time.sleep(1.0)
+    report = {kind: {"us_per_request": sum(r[kind] for r in rounds) / (60 * 200) * 1e6,
+                     "median_ratio": statistics.median(r[kind] / r["null"] for r in rounds),
+                     "shutdown_s": stop(pipelines[kind][0]), "stats": pipelines[kind][1].stats()} for kind in KINDS}
+else:
+    provider, processor, request = pipeline(sys.argv[1])
+    for n in range(2000):  # warm up: allocator, caches, threads
+        request(n)
+    time.sleep(0.5)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    for n in range(20000):
+        request(n)
+    time.sleep(1.0)
+    grown = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before
+    report = {"rss_growth_kb": grown, "shutdown_s": stop(provider), "stats": processor.stats()}
+print(json.dumps(report))
 sys.stdout.flush()
 """
 
@@ -292,13 +317,25 @@ def test_hanging_and_raising_exporters_leave_latency_memory_and_shutdown_bounded
     null, hanging, raising = (_exporter_run(kind) for kind in ("null", "hanging", "raising"))
     for report in (hanging, raising):
         assert report["rss_growth_kb"] < null["rss_growth_kb"] + 25_000, (report, null)
-        assert report["us_per_request"] < 2.0 * null["us_per_request"], (report, null)
     assert hanging["shutdown_s"] < 4.0 and hanging["process_s"] < 120
     assert hanging["stats"]["trails.export_queue_full"] > 10_000
     assert hanging["stats"]["failures.export_timeout"] >= 1
-    for report in (hanging, raising):  # every trail is accounted for: exported, failed, or dropped and counted
+    for report in (null, hanging, raising):  # every trail is accounted for: sealed, or dropped and counted
         stats = report["stats"]
-        flushed = sum(v for k, v in stats.items() if k.startswith("trails.") and k[7:] in ("complete", "memory"))
-        assert flushed + stats.get("trails.shutdown_timeout", 0) + stats.get("trails.fold_queue_full", 0) == 22_000
-    assert raising["stats"]["failures.export"] + raising["stats"].get("trails.export_queue_full", 0) >= 15_000
+        sealed = stats.get("trails.complete", 0) + stats.get("trails.memory", 0)
+        lost = stats.get("trails.unsealed_at_shutdown", 0) + stats.get("trails.fold_queue_full", 0)
+        assert sealed + lost == 22_000, stats
+    stats = hanging["stats"]  # and every sealed trail: exported, or its failure or drop counted
+    assert (
+        stats["trails.export_queue_full"] + stats["trails.unexported_at_shutdown"] + stats["failures.export_timeout"]
+        == stats["trails.complete"]
+    )
+    assert raising["stats"]["failures.export"] + raising["stats"].get("trails.export_queue_full", 0) == 22_000
     assert raising["log_lines"] < 40  # once per interval, not a traceback per trail
+    side_by_side = _exporter_run("compare")
+    for kind in ("hanging", "raising"):
+        # Request-path time per round of 200 requests against the null exporter's in the same round (the three
+        # flush threads fold all the time, so one round's ratio varies by ±25 % on a busy machine; the median of
+        # 60 rounds stays near 1.0 — an exporter that slowed requests down would show up far above 1.5).
+        assert side_by_side[kind]["median_ratio"] < 1.5, side_by_side
+        assert side_by_side[kind]["shutdown_s"] < 4.0, side_by_side
