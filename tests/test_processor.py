@@ -623,9 +623,7 @@ def test_payloads_are_recorded_as_they_were_when_set(harness: TrailHarness) -> N
     assert call_entry["request"] == {"id": 1, "items": ["book"]} and call_entry["response"] == {"ok": ["book"]}
 
 
-def test_an_object_changing_during_the_fold_breaks_no_trail(
-    make_harness: Any, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_an_object_changing_during_the_fold_breaks_no_trail(make_harness: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     """The application changes a dict it gave to ``set_metadata`` while gotrails' flush thread folds the trail (made
     certain here: the change happens at the moment the fold reaches the dict's ``trigger`` value)."""
     from gotrails_otel import _json, fold
