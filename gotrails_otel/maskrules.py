@@ -288,7 +288,8 @@ DETECTORS: tuple[Detector, ...] = (
 @dataclass(frozen=True)
 class DriverDump:
     """Values that database drivers echo in error messages; ``pattern``'s group ``secret`` is replaced by
-    ``replacement`` (``None``: the SQL inside is masked like a statement)."""
+    ``replacement`` (``None``: the SQL inside is masked like a statement). ``hint`` is a lower-case literal that
+    must occur in the lower-cased message before the expression runs."""
 
     name: str
     what: str
@@ -310,7 +311,7 @@ DRIVER_DUMPS: tuple[DriverDump, ...] = (
     DriverDump(
         "sqlalchemy_sql",
         "SQLAlchemy's `[SQL: …]`: masked like any statement (inline literals for sensitive columns)",
-        "[SQL: ",
+        "[sql: ",
         r"\[SQL: (?P<secret>[\s\S]*?)\](?=\n|\Z)",
         None,
         "[SQL: INSERT INTO users (email, password) VALUES ('a@b.c', 'PW-1')]",
@@ -404,7 +405,3 @@ def markdown() -> str:
 
 def _one_line(text: str) -> str:
     return text.replace("\n", "\\n").replace("|", "\\|")
-
-
-if __name__ == "__main__":
-    print(markdown(), end="")

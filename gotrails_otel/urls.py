@@ -86,7 +86,7 @@ def mask_query(query: str, is_sensitive: Sensitive = _never, count: Count = _ign
             inner = unquote(value)
             masked = mask_url(inner, is_sensitive, count)
             if masked != inner:
-                pieces[index] = f"{key}={quote(masked, safe='*:/?=&@')}"
+                pieces[index] = f"{key}={quote(masked, safe='*')}"
                 changed = True
     return "&".join(pieces) if changed else query
 
