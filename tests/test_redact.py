@@ -838,3 +838,128 @@ def test_readme_what_is_masked_table_matches_the_code() -> None:
     start = readme.index("<!-- masked:start -->\n") + len("<!-- masked:start -->\n")
     end = readme.index("<!-- masked:end -->")
     assert readme[start:end] == maskrules.markdown(), "README drifted: paste gotrails_otel.maskrules.markdown()"
+
+
+# ------------------------------------------------------------------------ property-based: new parsers
+
+_field_names = st.one_of(st.sampled_from(_KEY_SPELLINGS), _plain_keys)
+_safe_text = st.text(alphabet="abcdefghij XYZ-_.", max_size=20)
+
+
+@given(
+    st.lists(st.tuples(st.sampled_from(_KEY_SPELLINGS), _secrets), min_size=1, max_size=4),
+    st.lists(st.tuples(_plain_keys, _safe_text), max_size=4),
+    st.lists(st.tuples(_field_names, st.text(alphabet="ab.", min_size=1, max_size=8), _secrets), max_size=2),
+    st.integers(0, 100),
+    st.randoms(use_true_random=False),
+)
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+def test_no_planted_secret_survives_multipart(
+    harness: TrailHarness,
+    sensitive: list[tuple[str, str]],
+    plain: list[tuple[str, str]],
+    files: list[tuple[str, str, str]],
+    cut_percent: int,
+    rnd: Any,
+) -> None:
+    """Sensitive fields and file contents of a multipart body, whole or cut anywhere, never reach the trail."""
+    harness.exporter.clear()
+    parts: list[tuple[str, str | None, bytes]] = [(k, None, v.encode()) for k, v in [*plain, *sensitive]]
+    parts += [(name, filename, content.encode()) for name, filename, content in files]
+    rnd.shuffle(parts)
+    boundary = f"b{rnd.randrange(10**9)}"
+    raw = _multipart(parts, boundary=boundary)
+    content_type = f"multipart/form-data; boundary={boundary}"
+    whole = BodyCapture(65_536, content_type)
+    whole.add(raw)
+    cut = BodyCapture(max(1, len(raw) * cut_percent // 100), content_type)
+    cut.add(raw)
+    trail = _trail(harness, {"body": whole}, response={"body": cut})
+    _no_secret(trail, *(v for _, v in sensitive), *(c for _, _, c in files))
+
+
+@given(st.binary(max_size=1024), st.booleans())
+@settings(max_examples=200, deadline=None)
+def test_any_bytes_decode_as_multipart_without_error(raw: bytes, with_boundary: bool) -> None:
+    body = b"--XyZ\r\n" + raw if with_boundary else raw
+    orjson.dumps(decode_body(body, "multipart/form-data; boundary=XyZ", None, len(body) + (len(body) % 2)))
+
+
+@given(planted(), st.integers(1, 100))
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+def test_no_planted_secret_survives_a_cut_json_body(
+    harness: TrailHarness, case: tuple[Any, list[str]], cut: int
+) -> None:
+    """A JSON body cut at any point: every planted secret is masked (sensitive subtrees whole), never kept as text."""
+    document, secrets = case
+    harness.exporter.clear()
+    raw = orjson.dumps({"wrapper": {"credentials": document, "note": "x"}, **document})
+    body = BodyCapture(max(1, len(raw) * cut // 100), "application/json")
+    body.add(raw)
+    trail = _trail(harness, {"body": body}, metadata={"text": raw[: len(raw) * cut // 100].decode("utf-8", "ignore")})
+    _no_secret(trail, *secrets)
+
+
+@given(st.binary(max_size=512))
+@settings(max_examples=200, deadline=None)
+def test_any_cut_json_decodes_and_serialises(raw: bytes) -> None:
+    value = decode_body(b'{"a": [' + raw, "application/json", None, len(raw) + 100)
+    orjson.dumps(Policy().apply({"request": {"body": value}}))
+
+
+_userinfo_secret = st.from_regex(r"[A-Za-z0-9]{4,10}(@[A-Za-z0-9]{2,6})?", fullmatch=True).map(lambda s: f"Ui{s}")
+_query_keys = st.sampled_from(
+    [
+        *("password", "api_key", "access_token", "user[password]", "user%5Bpassword%5D", "session%5Fid"),
+        *("AWSAccessKeyId", "Signature", "sig", "X-Goog-Signature", "client_secret", "data[card_number]"),
+    ]
+)
+
+
+@given(
+    st.sampled_from(["https", "http", "redis", "postgresql", "amqp"]),
+    st.one_of(st.none(), _userinfo_secret),
+    st.one_of(st.none(), _userinfo_secret),
+    st.lists(st.tuples(_query_keys, _secrets), max_size=3),
+    st.lists(st.tuples(st.sampled_from(["page", "q", "lang"]), st.text(alphabet="abc", max_size=4)), max_size=2),
+    st.sampled_from(["query", "fragment", "text", "json"]),
+)
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+def test_no_planted_secret_survives_in_urls(
+    harness: TrailHarness,
+    scheme: str,
+    user: str | None,
+    password: str | None,
+    sensitive: list[tuple[str, str]],
+    plain: list[tuple[str, str]],
+    where: str,
+) -> None:
+    harness.exporter.clear()
+    userinfo = ""
+    if user is not None or password is not None:
+        userinfo = (user or "") + (f":{password}" if password is not None else "") + "@"
+    params = "&".join(f"{k}={v}" for k, v in [*plain, *sensitive])
+    separator = "#" if where == "fragment" else "?"
+    url = f"{scheme}://{userinfo}host.example:8443/p/a{separator}{params}"
+    body: Any = {"note": f"call {url} now"} if where == "text" else {"callback": url}
+    if where == "json":
+        body = json.dumps({"links": [url]})
+    trail = _trail(harness, {"body": body, "query": params})
+    _no_secret(trail, *(v for _, v in sensitive), *(s for s in (user, password) if s is not None))
+
+
+@given(planted(), st.integers(1, 2))
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+def test_no_planted_secret_survives_json_inside_strings(
+    harness: TrailHarness, case: tuple[Any, list[str]], levels: int
+) -> None:
+    document, secrets = case
+    harness.exporter.clear()
+    value: Any = document
+    for _ in range(levels):
+        value = {"payload": json.dumps(value), "kind": "event"}
+    form = "&".join(f"{k}={v}" for k, v in document.items() if isinstance(v, str))
+    trail = _trail(
+        harness, {"body": {"event": json.dumps(value), "form_text": form}}, metadata={"raw": json.dumps(value)}
+    )
+    _no_secret(trail, *secrets)
