@@ -378,7 +378,13 @@ def planted(draw: st.DrawFn) -> tuple[Any, list[str]]:
         if draw(st.integers(0, 2)) == 0:
             secret = draw(_secrets)
             secrets.append(secret)
-            node[draw(st.sampled_from(_KEY_SPELLINGS))] = secret
+            shape = draw(st.integers(0, 3))  # a sensitive key's value may be a whole subtree
+            if shape == 1:
+                node[draw(st.sampled_from(_KEY_SPELLINGS))] = {draw(_plain_keys): secret, "n": 1}
+            elif shape == 2:
+                node[draw(st.sampled_from(_KEY_SPELLINGS))] = [{"id": secret}, "x"]
+            else:
+                node[draw(st.sampled_from(_KEY_SPELLINGS))] = secret
         return node
 
     root = {draw(st.sampled_from(_KEY_SPELLINGS)): draw(_secrets), "data": build(draw(st.integers(1, 8)))}
