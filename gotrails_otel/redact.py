@@ -198,10 +198,9 @@ class Policy:
         detectors, custom = _compile(self.patterns)
         object.__setattr__(self, "_gated", tuple(d for d in detectors if d.hints))
         object.__setattr__(self, "_ungated", (*[d for d in detectors if not d.hints], *custom))
-        hints = sorted({h for d in detectors for h in d.hints}, key=len, reverse=True)
-        gate = re.compile("|".join(re.escape(h) for h in hints)) if hints else None
+        gate = _gate({h for d in detectors for h in d.hints})
         object.__setattr__(self, "_gate", gate)
-        object.__setattr__(self, "_gate_min", min((len(h) for h in hints), default=0))
+        object.__setattr__(self, "_gate_min", min((len(h) for d in detectors for h in d.hints), default=0))
 
     # ------------------------------------------------------------------------------------------ keys
 
@@ -268,10 +267,11 @@ class Policy:
             hits = gate.findall(text.lower())
             if hits:
                 for detector in self._gated:  # type: ignore[attr-defined]
-                    if any(h in hits for h in detector.hints):
+                    if any(h in hits for h in detector.hints) and detector.regex.search(text):
                         text = self._detect(detector, text, counts)
         for detector in self._ungated:  # type: ignore[attr-defined]
-            text = self._detect(detector, text, counts)
+            if detector.regex.search(text):
+                text = self._detect(detector, text, counts)
         if "=" in text or ":" in text:
             if "&" in text and " " not in text and "://" not in text:
                 text = mask_query(text, self.is_sensitive, lambda kind: _redacted(counts, kind))
@@ -279,8 +279,6 @@ class Policy:
         return original if text == original else text
 
     def _detect(self, detector: _Detector, text: str, counts: dict[str, int]) -> str:
-        if not detector.regex.search(text):
-            return text
         check = detector.check
         group = detector.group
 
@@ -472,7 +470,10 @@ class Policy:
                 items = list(items)[: self.max_items]
                 _count(counts, "items", len(value) - self.max_items)
             known = self._sensitive_cache.get  # type: ignore[attr-defined]
+            clean: set[str] = self._clean  # type: ignore[attr-defined]
+            max_string = self.max_string
             result: dict[str, Any] = {}
+            masked = 0
             for key, item in items:
                 item_kind = type(item)
                 if item is None or item_kind is bool:
@@ -483,15 +484,21 @@ class Policy:
                     sensitive = self.is_sensitive(key)
                 if sensitive:
                     result[key] = [MASK] * min(len(item), self.max_items) if item_kind is list else MASK
-                    counts[_KEY_MASKED] = counts.get(_KEY_MASKED, 0) + 1
-                elif rule is None and (
-                    (item_kind is int and item < _CARD_INT_MIN)
-                    or item_kind is float
-                    or (item_kind is str and len(item) < 6)
-                ):
-                    result[key] = item  # nothing to mask or cut in a small number or a very short string
+                    masked += 1
+                elif rule is not None:
+                    result[key] = self._walk(item, (*path, key), depth - 1, counts)
+                elif item_kind is str:
+                    # Strings are most of a payload: the common cases are settled here, without a call.
+                    if len(item) < 6 or (len(item) <= max_string and item in clean):
+                        result[key] = item
+                    else:
+                        result[key] = self._string(item, counts)
+                elif (item_kind is int and item < 1_000_000_000_000) or item_kind is float:
+                    result[key] = item  # nothing to mask in a number too small to be a card number
                 else:
-                    result[key] = self._walk(item, (*path, key) if rule is not None else path, depth - 1, counts)
+                    result[key] = self._walk(item, path, depth - 1, counts)
+            if masked:
+                counts[_KEY_MASKED] = counts.get(_KEY_MASKED, 0) + masked
             if len(value) > self.max_items:
                 result["$more_keys"] = len(value) - self.max_items
             return result
@@ -512,10 +519,22 @@ class Policy:
         return value
 
     def _string(self, text: str, counts: dict[str, int]) -> str:
-        if len(text) > self.max_string:
-            _count(counts, "string_chars", len(text) - self.max_string)
-            text = f"{text[: self.max_string]}…[+{len(text) - self.max_string} chars]"
-        return self._text(text, counts)
+        """One string value: cut at ``max_string``, then masked (text with nothing to mask is remembered)."""
+        size = len(text)
+        if size > self.max_string:
+            _count(counts, "string_chars", size - self.max_string)
+            text = f"{text[: self.max_string]}…[+{size - self.max_string} chars]"
+        elif size < 6:
+            return text
+        clean: set[str] = self._clean  # type: ignore[attr-defined]
+        if text in clean:
+            return text
+        masked = self._mask_text(text, counts)
+        if masked is text and size <= _CLEAN_TEXT_MAX:
+            if len(clean) >= _CLEAN_CACHE_SIZE:
+                clean.clear()
+            clean.add(text)
+        return masked
 
     def _error(self, error: Any, path: tuple[str, ...], depth: int, counts: dict[str, int]) -> Any:
         """An ``errors[]`` entry or a step's/integration's ``error``: its message and type are untrusted text."""
@@ -734,6 +753,17 @@ def _closing(text: str, start: int) -> int:
                 return index + 1
         index += 1
     return size
+
+
+def _gate(hints: set[str]) -> re.Pattern[str] | None:
+    """One expression finding every hint in lower-cased text, factored by first character (so that the regular
+    expression engine skips the other characters quickly)."""
+    if not hints:
+        return None
+    groups: dict[str, list[str]] = {}
+    for hint in sorted(hints, key=len, reverse=True):
+        groups.setdefault(hint[0], []).append(re.escape(hint[1:]))
+    return re.compile("|".join(f"{re.escape(first)}(?:{'|'.join(rests)})" for first, rests in groups.items()))
 
 
 def _count(counts: dict[str, int], key: str, n: int = 1) -> None:
