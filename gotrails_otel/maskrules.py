@@ -196,7 +196,7 @@ DETECTORS: tuple[Detector, ...] = (
     Detector(
         "authorization",
         "the value of an `Authorization:` header written in text, any scheme (`token …`, `Digest …`)",
-        r"(?i:\b(?:proxy-)?authorization)[\"']?\s*[:=]\s*[\"']?(?P<secret>[A-Za-z][\w.-]*[ \t]+" + _TOKEN_VALUE + r")",
+        r"(?i:(?:proxy-)?authorization)[\"']?\s*[:=]\s*[\"']?(?P<secret>[A-Za-z][\w.-]*[ \t]+" + _TOKEN_VALUE + r")",
         "Authorization: token 0123456789abcdef",
         "authorization failed for this request",
         ("authorization",),
@@ -204,12 +204,12 @@ DETECTORS: tuple[Detector, ...] = (
     Detector(
         "password_phrase",
         "a password with spaces in `password=…` / `password: …` text",
-        r"(?i:\b(?:password|passwd|passphrase|pwd)\s*[=:]\s*)(?P<secret>"
+        r"(?i:(?:password|passwd|passphrase|pwd)\s*[=:]\s*)(?P<secret>"
         + _TOKEN_VALUE
         + r"(?:[ \t]+(?![\w.\-\[\]%]+\s*[=:])"
         + _TOKEN_VALUE
         + r")*)",
-        "login password=correct horse battery",
+        "login user_password=correct horse battery",
         "password reset requested for ann",
         ("pass", "pwd"),
     ),
@@ -302,9 +302,10 @@ class DriverDump:
 DRIVER_DUMPS: tuple[DriverDump, ...] = (
     DriverDump(
         "sqlalchemy_parameters",
-        "SQLAlchemy's `[parameters: …]` dump (the arguments are in the integration's `args`, masked)",
+        "SQLAlchemy's `[parameters: …]` line (the arguments are in the integration's `args`, masked); an unusual shape "
+        "drops the rest of the message",
         "[parameters: ",
-        r"\[parameters: (?P<secret>[\s\S]*)\](?=\s*(?:\(Background on this error at: [^)]*\)\s*)?\Z)",
+        r"(?m:\[parameters: (?P<secret>.*)\]$)",
         "***",
         "[SQL: INSERT INTO users (id, api_key) VALUES (%(id)s, %(api_key)s)]\n[parameters: ('o2', 'KEY-1')]",
     ),
@@ -321,7 +322,7 @@ DRIVER_DUMPS: tuple[DriverDump, ...] = (
         "PostgreSQL's `DETAIL: Key (col)=(value)`",
         "key (",
         r"(?i:\bKey )\([^)]*\)=\((?P<secret>.*?)\)(?=\s+(?:already exists|is not present|is still referenced|"
-        r"conflicts with)|\.?$)",
+        r"is duplicated|conflicts with)|(?m:\.?$))",
         "***",
         "DETAIL:  Key (api_key)=(KEY-1) already exists.",
     ),
@@ -345,9 +346,9 @@ DRIVER_DUMPS: tuple[DriverDump, ...] = (
         "postgres_line",
         "string literals in PostgreSQL's `LINE n:` statement excerpt",
         "line ",
-        r"(?m:^LINE \d+: )(?P<secret>.*)$",
+        r"(?m:^LINE \d+: (?P<secret>.*)$)",
         None,
-        "LINE 1: INSERT INTO users VALUES ('PW-1')",
+        "LINE 1: INSERT INTO users VALUES ('PW-1')\n                                  ^",
     ),
     DriverDump(
         "mysql_duplicate",

@@ -231,10 +231,10 @@ class Policy:
         """``text`` with secret-looking values, URLs and sensitive ``key=value`` pairs masked."""
         return self._text(text, {})
 
-    def redaction_counts(self, text: str) -> tuple[str, dict[str, int]]:
-        """``text`` masked, with what was masked counted by kind (for tests and diagnostics)."""
+    def _counted(self, text: str, error: bool = False) -> tuple[str, dict[str, int]]:
+        """``text`` masked (as an error message when ``error``), with what was masked counted by kind."""
         counts: dict[str, int] = {}
-        masked = self._text(text, counts)
+        masked = self._text(self._driver(text, counts) if error else text, counts)
         return masked, {k[1:]: v for k, v in counts.items() if k.startswith(_REDACTED)}
 
     def _text(self, text: str, counts: dict[str, int]) -> str:
@@ -309,8 +309,8 @@ class Policy:
             value = match.group("value")
             position = match.end()
             if not self.is_sensitive(match.group("key")) or _SQL_PLACEHOLDER.fullmatch(value) or value == MASK:
-                if value in ("{", "["):
-                    position = match.start("value") + 1  # look for pairs inside the brackets
+                if value[:1] in ("{", "[", '"', "'"):
+                    position = match.start("value") + 1  # look for pairs inside the brackets or the quotes
                 continue
             start = match.start("value")
             if value in ("{", "["):
@@ -351,10 +351,6 @@ class Policy:
         if walked == parsed:
             return text
         return dumps(walked).decode()
-
-    def mask_error_text(self, text: str) -> str:
-        """An error message masked: driver dumps (SQL parameters, key values) first, then as any text."""
-        return self._text(self._driver(text, {}), {})
 
     def _driver(self, text: str, counts: dict[str, int]) -> str:
         low = text.lower()

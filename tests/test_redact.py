@@ -439,12 +439,12 @@ POLICY = Policy()
 
 @pytest.mark.parametrize("detector", maskrules.DETECTORS, ids=lambda d: d.name)
 def test_each_value_detector_masks_its_example_and_keeps_its_near_miss(detector: maskrules.Detector) -> None:
-    masked, counts = POLICY.redaction_counts(detector.example)
+    masked, counts = POLICY._counted(detector.example)
     assert masked != detector.example and "***" in masked
     assert counts.get(detector.name, 0) >= 1, counts  # masked by this detector, not by another rule
     assert POLICY.mask_text(detector.near_miss) == detector.near_miss
     without = Policy(patterns={k: v for k, v in Policy().patterns.items() if k != detector.name})
-    assert without.redaction_counts(detector.example)[1].get(detector.name) is None
+    assert without._counted(detector.example)[1].get(detector.name) is None
 
 
 def test_provider_tokens_and_phrases_in_text(harness: TrailHarness) -> None:
@@ -969,3 +969,11 @@ def test_no_planted_secret_survives_json_inside_strings(
         harness, {"body": {"event": json.dumps(value), "form_text": form}}, metadata={"raw": json.dumps(value)}
     )
     _no_secret(trail, *secrets)
+
+
+@pytest.mark.parametrize("dump", maskrules.DRIVER_DUMPS, ids=lambda d: d.name)
+def test_each_driver_dump_is_masked(dump: maskrules.DriverDump) -> None:
+    masked, counts = POLICY._counted(f"error\n{dump.example}\nmore", error=True)
+    assert counts.get("driver_message", 0) >= 1, (masked, counts)
+    assert "KEY-1" not in masked and "PW-1" not in masked, masked
+    assert masked.endswith("\nmore")
