@@ -731,16 +731,16 @@ def _closing(text: str, start: int) -> int:
     depth = 0
     index = start
     size = len(text)
-    in_string = False
+    quote = ""
     while index < size:
         char = text[index]
-        if in_string:
+        if quote:
             if char == "\\":
                 index += 1
-            elif char == '"':
-                in_string = False
-        elif char == '"':
-            in_string = True
+            elif char == quote:
+                quote = ""
+        elif char == '"' or char == "'":
+            quote = char
         elif char in "{[":
             depth += 1
         elif char in "}]":

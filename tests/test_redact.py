@@ -977,3 +977,25 @@ def test_each_driver_dump_is_masked(dump: maskrules.DriverDump) -> None:
     assert counts.get("driver_message", 0) >= 1, (masked, counts)
     assert "KEY-1" not in masked and "PW-1" not in masked, masked
     assert masked.endswith("\nmore")
+
+
+@given(st.text(alphabet=st.characters(codec="utf-8"), max_size=300), st.booleans())
+@settings(max_examples=300, deadline=None)
+def test_any_text_masks_without_error(text: str, error: bool) -> None:
+    masked, counts = POLICY._counted(text, error=error)
+    assert isinstance(masked, str) and all(v > 0 for v in counts.values())
+
+
+@given(
+    st.lists(
+        st.sampled_from(
+            ['"password": ', "token=", "{", "}", "[", "]", '"', "'", "\\", ",", " ", "a", "://", "@", "?", "&", "="]
+        ),
+        max_size=60,
+    )
+)
+@settings(max_examples=300, deadline=None)
+def test_hostile_punctuation_masks_without_error(pieces: list[str]) -> None:
+    text = "".join(pieces)
+    assert isinstance(POLICY.mask_text(text), str)
+    assert isinstance(mask_url(text, POLICY.is_sensitive), str)
