@@ -66,7 +66,9 @@ class TrailConfig:
             (``GOTRAILS_HTTP_NAMES="api.midtrans.com/v2/charge*=midtrans.charge,..."``).
         capture_cache_values: record cache values (Redis ``SET`` values and ``GET`` replies), not only keys and
             reply status (``GOTRAILS_CAPTURE_CACHE_VALUES``).
-        mask_keys: sensitive keys to add to the defaults, or ``-key`` to remove one (``GOTRAILS_MASK_KEYS``).
+        mask_keys: sensitive keys to add to the defaults, or ``-key`` to remove one (``GOTRAILS_MASK_KEYS``). An added
+            key of four characters or more is masked wherever a key contains it; a shorter one when it is a word of
+            a key or the whole key. The defaults are in :mod:`gotrails_otel.maskrules` and the README.
         mask_patterns: regular expressions whose matches are masked in every string, or ``-name`` to remove a default
             value detector (``bearer``, ``basic``, ``authorization``, ``password_phrase``, ``jwt``, ``card``,
             ``github``, ``private_key``, ``aws_access_key_id``, ``slack``, ``stripe``, ``google_api_key``: see

@@ -159,7 +159,7 @@ class _Detector:
 
 @dataclass(frozen=True)
 class Policy:
-    """The masking and size policy. Build it from a :class:`~gotrails_otel.TrailConfig` with :meth:`from_config`.
+    """The masking and size policy. Build it from a :class:`~gotrails_otel.TrailConfig` with its ``policy()``.
 
     Attributes:
         keys: normalised sensitive keys; the defaults match as :mod:`~gotrails_otel.maskrules` says (inside keys,
