@@ -185,7 +185,8 @@ class Policy:
     max_trail_bytes: int = 1_048_576
 
     def __post_init__(self) -> None:
-        words = frozenset(maskrules.WORD_KEYS) | {k for k in self.keys if len(k) < 4}
+        substring = frozenset(maskrules.SUBSTRING_KEYS)
+        words = frozenset(maskrules.WORD_KEYS) | {k for k in self.keys if len(k) < 4 and k not in substring}
         exact = frozenset(maskrules.EXACT_KEYS)
         object.__setattr__(self, "_substring", tuple(sorted(k for k in self.keys if k not in words | exact)))
         object.__setattr__(self, "_words", frozenset(k for k in self.keys if k in words))

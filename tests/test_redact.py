@@ -502,7 +502,7 @@ def test_provider_tokens_and_phrases_in_text(harness: TrailHarness) -> None:
         *("authentication",),
         # the list and short card keys as words
         *("auth_code", "x-auth", "oauth_state", "session_state", "jwt_assertion", "card_cvv", "cvv2", "cardCvc"),
-        *("cvc", "card_pin", "pin", "creditCardNumber", "card-no", "otp_code", "sid", "sig"),
+        *("cvc", "card_pin", "pin", "creditCardNumber", "card-no", "otp_code", "sid", "sig", "cardcvv", "userjwt"),
         *("user[password]", "user%5Bpassword%5D", "user[pin]", "user%5Bpin%5D"),
     ],
 )
