@@ -21,6 +21,7 @@ import gotrails_otel as gt
 from gotrails_otel.exporters import exporter_from_config
 
 from .conftest import TrailHarness, validate_trail
+from .forking import fork, requires_fork
 
 
 def _request(h: TrailHarness, path: str = "/v1/payments") -> None:
@@ -253,6 +254,7 @@ processor.shutdown()
     assert len(trails) == 300 and len(app) > 300
 
 
+@requires_fork
 def test_forked_workers_sharing_stdout_keep_lines_whole_up_to_pipe_buf() -> None:
     body = """
 import select
@@ -276,6 +278,7 @@ for pid in pids:
     assert max(len(orjson.dumps(t)) for t in trails) < 4096
 
 
+@requires_fork
 def test_forked_workers_appending_large_trails_to_one_file_never_interleave(tmp_path: Path) -> None:
     path = tmp_path / "trails.jsonl"
     body = """
@@ -338,6 +341,7 @@ def test_file_exporter_rotates_by_size_with_logrotate_names(harness: TrailHarnes
     assert order == [f"/r{n:02d}" for n in range(4, 13)]  # the newest 9, in order; the oldest rotated away
 
 
+@requires_fork
 def test_several_processes_rotating_one_file_lose_and_break_no_line(tmp_path: Path) -> None:
     path = tmp_path / "trails.jsonl"
     body = f"""
@@ -381,14 +385,14 @@ class _BlockingStream(io.BytesIO):
         return super().write(data)
 
 
-@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+@requires_fork
 def test_fork_during_an_export_leaves_no_exporter_lock_held(harness: TrailHarness, tmp_path: Path) -> None:
     stream = _BlockingStream()
     harness.processor.exporter = gt.StdoutTrailExporter(stream)
     _request(harness, "/parent")
     assert stream.entered.wait(5)  # the export thread is inside the exporter, holding its lock
     out = tmp_path / "child.json"
-    pid = os.fork()
+    pid = fork()
     if pid == 0:  # child
         code = 1
         try:
