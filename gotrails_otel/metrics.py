@@ -144,7 +144,8 @@ class FailureLog:
             entry = self._seen.get(kind)
             if entry is not None and now - entry[0] < self.interval:
                 entry[1] += 1
-                entry[2] = error
+                if isinstance(error, BaseException):
+                    entry[2] = error
                 return
             if not isinstance(error, BaseException):
                 error = error()
@@ -180,8 +181,6 @@ class FailureLog:
             for entry in self._seen.values():
                 entry[1] = 0
         for what, count, error in pending:
-            if not isinstance(error, BaseException):
-                error = error()
             _log.error(
                 "gotrails: %s failed %d more time(s); last: %s: %s", what, count, type(error).__qualname__, error
             )

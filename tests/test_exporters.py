@@ -9,6 +9,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -431,3 +432,79 @@ print(len(exporter.get_finished_trails()))
     result = _run_script(code)
     assert result.returncode == 0, result.stderr.decode()
     assert result.stdout.strip() == b"1"
+
+
+# ----------------------------------------------------------------------------------------------- sealed trails
+
+
+def test_every_exporter_gets_the_same_read_only_sealed_trail(harness: TrailHarness) -> None:
+    seen: list[gt.SealedTrail] = []
+
+    class Keep(gt.InMemoryTrailExporter):
+        def export(self, trail: gt.SealedTrail) -> None:
+            seen.append(trail)
+            super().export(trail)
+
+    keep = Keep()
+    harness.processor.exporter = keep
+    _request(harness, "/sealed")
+    assert harness.processor.force_flush()
+    (trail,) = seen
+    assert isinstance(trail, gt.SealedTrail)
+    assert trail.data == orjson.dumps(orjson.loads(trail.data)) and not trail.data.endswith(b"\n")
+    assert trail["request"]["path"] == "/sealed" and trail == orjson.loads(trail.data)
+    for change in (
+        lambda: trail.__setitem__("status", "ok"),
+        lambda: trail["request"].__setitem__("path", "/x"),
+        lambda: trail["internal_steps"].append({}),
+        lambda: trail["internal_steps"][0].update(name="x"),
+        lambda: setattr(trail, "data", b"{}"),
+    ):
+        with pytest.raises(TypeError):
+            change()
+    fresh = keep.get_finished_trails()[0]
+    fresh["request"]["path"] = "/changed"  # a plain dict of its own: the next call decodes again
+    assert keep.get_finished_trails()[0]["request"]["path"] == "/sealed"
+    assert type(fresh) is dict and type(fresh["internal_steps"]) is list
+
+
+def test_queue_depths_and_drops_are_metrics(make_harness: Any) -> None:
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
+    reader = InMemoryMetricReader()
+    meters = MeterProvider(metric_readers=[reader])
+    h = make_harness()
+    processor = gt.TrailProcessor(_HangingExporter(), gt.TrailConfig(export_queue_size=5), meter_provider=meters)
+    h.processor.shutdown()
+    h.processor = processor
+    from .conftest import _SWITCH
+
+    _SWITCH.target = processor
+    try:
+        _request(h, "/a")
+        for n in range(20):
+            _request(h, f"/q{n}")
+        deadline = time.monotonic() + 5
+        while processor.stats().get("trails.export_queue_full", 0) < 10 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        points = {}
+        for resource_metrics in reader.get_metrics_data().resource_metrics:
+            for scope in resource_metrics.scope_metrics:
+                for metric in scope.metrics:
+                    for point in metric.data.data_points:
+                        points[(metric.name, tuple(sorted(point.attributes.items())))] = point.value
+        assert points[("gotrails.queue.depth", (("queue", "export"),))] >= 4  # one may be in the exporter
+        assert points[("gotrails.queue.bytes", (("queue", "export"),))] > 0
+        assert points[("gotrails.dropped", (("reason", "export_queue_full"), ("what", "trails")))] >= 10
+        assert points[("gotrails.trails", (("reason", "complete"),))] >= 21
+    finally:
+        processor.shutdown(timeout_millis=100)
+        _HangingExporter.gate.set()
+
+
+class _HangingExporter(gt.InMemoryTrailExporter):
+    gate = threading.Event()
+
+    def export(self, trail: gt.SealedTrail) -> None:
+        self.gate.wait(10)
