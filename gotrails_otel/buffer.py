@@ -14,6 +14,7 @@ import enum
 import threading
 import time
 from collections import OrderedDict, deque
+from itertools import islice, repeat
 from typing import Any
 
 from opentelemetry.sdk.trace import ReadableSpan, Span
@@ -23,7 +24,8 @@ from .records import SpanRecord
 
 __all__ = ["FlushReason", "Trail", "TrailBuffer", "TrailState"]
 
-# Ids of the spans of sealed trails, remembered so that late spans and payloads can be counted (newest kept).
+# Ids of the spans of sealed trails, remembered so that late spans and payloads can be counted (at least the newest
+# this many).
 MAX_LATE_IDS = 16_384
 # Bytes charged for remembering one span id (a span dropped by the span limit, a late span).
 ID_BYTES = 120
@@ -62,6 +64,12 @@ class TrailState(enum.Enum):
     """Out of the buffer, queued for the fold; late spans and payloads are counted on it."""
     SEALED = "sealed"
     """Folded; late spans and payloads are counted in the metrics only."""
+
+
+_OPEN = TrailState.OPEN
+_DRAINING = TrailState.DRAINING
+_FLUSHED = TrailState.FLUSHED
+_SEALED = TrailState.SEALED
 
 
 class Trail:
@@ -156,11 +164,11 @@ class TrailBuffer:
         self.wakeup = threading.Condition(self.lock)
         self.trails: OrderedDict[int, Trail] = OrderedDict()  # open and draining trails, oldest first
         self.owner: dict[int, Trail] = {}  # span id -> its trail, until the trail is sealed
-        self.late: OrderedDict[int, Trail] = OrderedDict()  # span ids of sealed trails (newest kept)
+        self.late: dict[int, Trail] = {}  # span ids of sealed trails (the newest 16,384 to 32,768 kept)
         self.grace: deque[tuple[float, Trail]] = deque()  # grace deadlines, in deadline order
         self.ready: deque[Trail] = deque()  # flushed trails, in flush order
-        self.nbytes = 0  # estimated bytes held by open, draining and flushed-but-unfolded trails
-        self.queued_bytes = 0  # of which: flushed, waiting for the fold
+        self.open_bytes = 0  # estimated bytes held by the trails in flight (open and draining)
+        self.queued_bytes = 0  # estimated bytes held by flushed trails waiting for the fold
         self.closed = False
         self.worker_waiting = False
 
@@ -204,9 +212,10 @@ class TrailBuffer:
         self.owner[span_id] = trail
 
     def end_span(self, trail: Trail, span: ReadableSpan, span_id: int) -> None:
-        """With the lock held: a span of ``trail`` ended."""
+        """With the lock held: a span of ``trail`` ended (the processor inlines the common case: a child span of a
+        trail in flight ends while its request is running)."""
         state = trail.state
-        if state is TrailState.FLUSHED or state is TrailState.SEALED:
+        if state is _FLUSHED or state is _SEALED:
             self.count_late(trail, "spans")
             return
         if span_id == trail.root_id:
@@ -278,12 +287,12 @@ class TrailBuffer:
         trail.state = TrailState.FLUSHED
         trail.reason = reason
         self.trails.pop(trail.root_id, None)
+        self.open_bytes -= trail.nbytes
         if self.ready and self.queued_bytes + trail.nbytes > self.max_bytes:
             # The fold is behind by a whole buffer: this trail cannot be kept. Counted; its memory goes now, and
             # the worker only forgets it (reason None).
             trail.reason = None
             self.counters.dropped("trails", "fold_queue_full")
-            self.nbytes -= trail.nbytes
             trail.nbytes = 0
             trail.release_data()
         self.queued_bytes += trail.nbytes
@@ -314,14 +323,17 @@ class TrailBuffer:
         return next_deadline
 
     def charge(self, trail: Trail, nbytes: int) -> None:
-        """With the lock held: account ``nbytes`` more held by ``trail``; past the budget, flush the oldest trails."""
+        """With the lock held: account ``nbytes`` more held by ``trail`` (in flight); past the budget, flush the
+        oldest trails."""
         trail.nbytes += nbytes
-        self.nbytes += nbytes
-        if trail.state is TrailState.FLUSHED:
-            self.queued_bytes += nbytes
-        if self.nbytes - self.queued_bytes > self.max_bytes:
-            while self.trails and self.nbytes - self.queued_bytes > self.max_bytes:
-                self.finish(next(iter(self.trails.values())), FlushReason.MEMORY)
+        self.open_bytes += nbytes
+        if self.open_bytes > self.max_bytes:
+            self.evict()
+
+    def evict(self) -> None:
+        """With the lock held: flush the oldest trails until the trails in flight are within the byte budget."""
+        while self.trails and self.open_bytes > self.max_bytes:
+            self.finish(next(iter(self.trails.values())), FlushReason.MEMORY)
 
     def take_ready(self) -> list[Trail]:
         """With the lock held: every flushed trail waiting for the fold, in flush order."""
@@ -333,18 +345,16 @@ class TrailBuffer:
         """With the lock held: the fold starts; from now on late arrivals count in the metrics only."""
         trail.state = TrailState.SEALED
         self.queued_bytes -= trail.nbytes
+        trail.nbytes = 0
 
     def forget(self, trail: Trail) -> None:
         """With the lock held: the trail was folded; free its memory and remember its span ids as late."""
-        self.nbytes -= trail.nbytes
-        trail.nbytes = 0
-        owner, late = self.owner, self.late
-        for span_id in trail.span_ids:
-            if owner.get(span_id) is trail:
-                del owner[span_id]
-            late[span_id] = trail
-        while len(late) > MAX_LATE_IDS:
-            late.popitem(last=False)
+        span_ids = trail.span_ids
+        deque(map(self.owner.pop, span_ids, repeat(None)), maxlen=0)  # drop them all, at C speed
+        late = self.late
+        late.update(dict.fromkeys(span_ids, trail))
+        if len(late) > 2 * MAX_LATE_IDS:  # keep the newest (a dict keeps insertion order)
+            self.late = dict(islice(late.items(), len(late) - MAX_LATE_IDS, None))
         trail.span_ids = []
         trail.release_data()
 

@@ -42,6 +42,8 @@ in the order trails are exported."""
 # Exports that did not return before their deadline and still hold their thread; past this, exporting pauses (the
 # queue fills and its overflow is counted) until one of them returns.
 MAX_ABANDONED_EXPORTS = 2
+# Sealed trails handed to the export thread at once (one wake-up per batch, not per trail).
+_EXPORT_BATCH = 32
 
 
 class DropTrail(Exception):
@@ -136,22 +138,22 @@ class ExportQueue:
 
     # ----------------------------------------------------------------------------------------------- input
 
-    def put(self, trail: SealedTrail) -> bool:
-        """Queue ``trail`` for export; ``False`` (and counted) when the queue is full or closed."""
-        size = len(trail.data)
+    def put(self, trails: list[SealedTrail]) -> None:
+        """Queue ``trails`` for export, in order; what does not fit (the queue is full, or closed) is counted."""
         with self.lock:
-            if self._closed:
-                self._counters.dropped("trails", "exporter_shut_down")
-                return False
-            if len(self._items) >= self.max_items or self.nbytes + size > self.max_bytes:
-                self._counters.dropped("trails", "export_queue_full")
-                self._failures.report("queueing a trail for export", self._overflow)
-                return False
-            self._items.append(_Job("export", trail, size))
-            self.nbytes += size
-            self._start()
-            self._work.notify()
-            return True
+            for trail in trails:
+                size = len(trail.data)
+                if self._closed:
+                    self._counters.dropped("trails", "exporter_shut_down")
+                elif len(self._items) >= self.max_items or self.nbytes + size > self.max_bytes:
+                    self._counters.dropped("trails", "export_queue_full")
+                    self._failures.report("queueing a trail for export", self._overflow)
+                else:
+                    self._items.append(_Job("export", trail, size))
+                    self.nbytes += size
+            if self._items:
+                self._start()
+                self._work.notify()
 
     def _overflow(self) -> OverflowError:
         return OverflowError(
@@ -365,21 +367,39 @@ class FlushWorker:
                         buffer.worker_waiting = True
                         buffer.wakeup.wait(wait)
                         buffer.worker_waiting = False
-                batch = self._batch
+                batch, sealed, check_at = self._batch, [], 0.0
                 while batch:
                     if self._stopping and time.monotonic() >= self._stop_deadline:
                         return  # shutdown gave up waiting: what is left is counted there
-                    self._process(batch.popleft())
+                    trail = self._process(batch.popleft())
+                    if trail is not None:
+                        sealed.append(trail)
+                        if len(sealed) >= _EXPORT_BATCH:
+                            self.exports.put(sealed)
+                            sealed = []
                     now = time.monotonic()
-                    with buffer.lock:  # deadlines hold whatever the backlog: checked between every two trails
-                        buffer.expire(now)
-                    self.exports.supervise(now)
+                    if now >= check_at:  # deadlines hold whatever the backlog: checked between two trails when due
+                        check_at = self._check_deadlines(now)
+                if sealed:
+                    self.exports.put(sealed)
         finally:
             otel_context.detach(token)  # type: ignore[arg-type]
             self.own_threads.discard(ident)
             with buffer.lock:
                 self._busy = False
                 self._idle.notify_all()
+
+    def _check_deadlines(self, now: float) -> float:
+        """Act on the deadlines that are due; return when to look again. A trail that starts to wait for its grace
+        period later has a deadline at least ``grace`` away, so looking again then at the latest is enough."""
+        with self.buffer.lock:
+            next_deadline = self.buffer.expire(now)
+        export_deadline = self.exports.supervise(now)
+        due = now + max(self.buffer.grace_s, 0.001)
+        for deadline in (next_deadline, export_deadline):
+            if deadline is not None and deadline < due:
+                due = deadline
+        return due
 
     def _wait_time(self, now: float, next_deadline: float | None) -> float | None:
         export_deadline = self.exports.supervise(now)
@@ -416,13 +436,13 @@ class FlushWorker:
 
     # ------------------------------------------------------------------------------------------ one trail
 
-    def _process(self, trail: Trail) -> None:
+    def _process(self, trail: Trail) -> SealedTrail | None:
         buffer = self.buffer
         with buffer.lock:
             reason = trail.reason
             if reason is None:  # dropped at the flush (the fold was too far behind); counted there
                 buffer.forget(trail)
-                return
+                return None
             buffer.seal(trail)
             data = self._fold_input(trail, reason)
         sealed = None
@@ -436,8 +456,7 @@ class FlushWorker:
         finally:
             with buffer.lock:
                 buffer.forget(trail)
-        if sealed is not None:
-            self.exports.put(sealed)
+        return sealed
 
     def _fold_input(self, trail: Trail, reason: FlushReason) -> FoldInput:
         config = self.config

@@ -24,11 +24,14 @@ from .config import TrailConfig
 from .exporters import TrailExporter, exporter_from_config
 from .metrics import Counters, FailureLog, register_gauges
 from .pipeline import ExportQueue, FlushWorker
+from .records import SpanRecord
 from .store import CaptureStore
 
 __all__ = ["CaptureStore", "FlushReason", "ProcessorState", "TrailProcessor", "TrailState", "processors"]
 
 _SUPPRESS = otel_context._SUPPRESS_INSTRUMENTATION_KEY
+_OPEN = TrailState.OPEN
+_DRAINING = TrailState.DRAINING
 _log = logging.getLogger("gotrails_otel")
 
 
@@ -92,6 +95,7 @@ class TrailProcessor(SpanProcessor):
             buffer, config, config.policy(), counters, failures, self._exports, self._own_threads
         )
         self._root_kinds = config.root_kinds
+        self._max_spans = config.max_spans_per_trail
         self._enabled = config.enabled
         self.state = ProcessorState.RUNNING
         registry.register(self)
@@ -141,17 +145,28 @@ class TrailProcessor(SpanProcessor):
                 self._worker.ensure_started()
             return
         parent_id = parent.span_id
-        if parent_id not in buffer.owner:  # cheap exit for spans outside every trail
+        owner = buffer.owner
+        if parent_id not in owner:  # cheap exit for spans outside every trail
             if parent_id in buffer.late:
                 with buffer.lock:
                     trail = buffer.late.get(parent_id)
                     if trail is not None:
                         buffer.start_late_child(trail, span.context.span_id)
             return
+        span_id = span.context.span_id
         with buffer.lock:
-            trail = buffer.owner.get(parent_id)
-            if trail is not None:
-                buffer.start_child(trail, span.context.span_id, parent_id)
+            trail = owner.get(parent_id)
+            if trail is None:
+                return
+            state = trail.state
+            if (state is _OPEN or state is _DRAINING) and trail.dropped_ids is None:
+                span_ids = trail.span_ids
+                if len(span_ids) < self._max_spans:  # the common case, inlined: a child of a trail in flight
+                    span_ids.append(span_id)
+                    trail.open += 1
+                    owner[span_id] = trail
+                    return
+            buffer.start_child(trail, span_id, parent_id)
 
     def on_end(self, span: ReadableSpan) -> None:
         ctx = span.context
@@ -159,7 +174,8 @@ class TrailProcessor(SpanProcessor):
             return
         span_id = ctx.span_id
         buffer = self._buffer
-        if span_id not in buffer.owner:
+        owner = buffer.owner
+        if span_id not in owner:
             if span_id in buffer.late:
                 with buffer.lock:
                     trail = buffer.late.pop(span_id, None)
@@ -167,9 +183,24 @@ class TrailProcessor(SpanProcessor):
                         buffer.count_late(trail, "spans")
             return
         with buffer.lock:
-            trail = buffer.owner.get(span_id)
-            if trail is not None:
-                buffer.end_span(trail, span, span_id)
+            trail = owner.get(span_id)
+            if trail is None:
+                return
+            if trail.root_ended is None and trail.state is _OPEN and span_id != trail.root_id:
+                if trail.dropped_ids is None or span_id not in trail.dropped_ids:
+                    # The common case, inlined: a child ends while its request is still running.
+                    record = SpanRecord(span)
+                    trail.spans.append(record)
+                    trail.open -= 1
+                    size = record.size
+                    trail.nbytes += size
+                    buffer.open_bytes += size
+                    if buffer.open_bytes > buffer.max_bytes:
+                        buffer.evict()
+                return
+            buffer.end_span(trail, span, span_id)
+
+    # ------------------------------------------------------------------------------------- writes
 
     def add_metadata(self, span_id: int, fields: Mapping[str, Any]) -> bool:
         """Same as ``captures.add_metadata``: every write into a trail goes through the capture store."""
@@ -187,7 +218,7 @@ class TrailProcessor(SpanProcessor):
         with buffer.lock:
             values = {
                 "in_flight": len(buffer.trails),
-                "buffer_bytes": buffer.nbytes - buffer.queued_bytes,
+                "buffer_bytes": buffer.open_bytes,
                 "fold_queue": len(buffer.ready) + (1 if self._worker.busy else 0),
                 "fold_queue_bytes": buffer.queued_bytes,
             }
