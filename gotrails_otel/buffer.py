@@ -350,9 +350,11 @@ class TrailBuffer:
     def forget(self, trail: Trail) -> None:
         """With the lock held: the trail was folded; free its memory and remember its span ids as late."""
         span_ids = trail.span_ids
-        deque(map(self.owner.pop, span_ids, repeat(None)), maxlen=0)  # drop them all, at C speed
         late = self.late
+        # Into the late ids first, then out of the owner map: a span event that reads them without the lock always
+        # finds its id in one of the two.
         late.update(dict.fromkeys(span_ids, trail))
+        deque(map(self.owner.pop, span_ids, repeat(None)), maxlen=0)  # drop them all, at C speed
         if len(late) > 2 * MAX_LATE_IDS:  # keep the newest (a dict keeps insertion order)
             self.late = dict(islice(late.items(), len(late) - MAX_LATE_IDS, None))
         trail.span_ids = []

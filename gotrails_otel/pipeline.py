@@ -319,7 +319,13 @@ class FlushWorker:
         self.exports = exports
         self.own_threads = own_threads
         self.stages: list[Stage] = build_stages(config)
+        self._records: list[SealedTrail] = []
         self.reset()
+
+    def emit(self, record: SealedTrail) -> None:
+        """From a stage (on the flush thread): export ``record`` — a record that is not a trail, such as an integrity
+        checkpoint — through the same exporters, right after the trail being processed."""
+        self._records.append(record)
 
     def reset(self) -> None:
         """No thread, nothing in progress (also in a forked child, after the buffer's reset)."""
@@ -367,16 +373,21 @@ class FlushWorker:
                         buffer.worker_waiting = True
                         buffer.wakeup.wait(wait)
                         buffer.worker_waiting = False
-                batch, sealed, check_at = self._batch, [], 0.0
+                batch, check_at = self._batch, 0.0
+                sealed: list[SealedTrail] = []
                 while batch:
                     if self._stopping and time.monotonic() >= self._stop_deadline:
+                        self.exports.put(sealed)
                         return  # shutdown gave up waiting: what is left is counted there
                     trail = self._process(batch.popleft())
                     if trail is not None:
                         sealed.append(trail)
-                        if len(sealed) >= _EXPORT_BATCH:
-                            self.exports.put(sealed)
-                            sealed = []
+                    if self._records:  # records the stages emitted go out right after the trail they came with
+                        sealed.extend(self._records)
+                        self._records.clear()
+                    if len(sealed) >= _EXPORT_BATCH:
+                        self.exports.put(sealed)
+                        sealed = []
                     now = time.monotonic()
                     if now >= check_at:  # deadlines hold whatever the backlog: checked between two trails when due
                         check_at = self._check_deadlines(now)

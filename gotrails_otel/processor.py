@@ -156,7 +156,10 @@ class TrailProcessor(SpanProcessor):
         span_id = span.context.span_id
         with buffer.lock:
             trail = owner.get(parent_id)
-            if trail is None:
+            if trail is None:  # sealed meanwhile
+                late = buffer.late.get(parent_id)
+                if late is not None:
+                    buffer.start_late_child(late, span_id)
                 return
             state = trail.state
             if (state is _OPEN or state is _DRAINING) and trail.dropped_ids is None:
@@ -184,7 +187,10 @@ class TrailProcessor(SpanProcessor):
             return
         with buffer.lock:
             trail = owner.get(span_id)
-            if trail is None:
+            if trail is None:  # sealed meanwhile
+                late = buffer.late.pop(span_id, None)
+                if late is not None:
+                    buffer.count_late(late, "spans")
                 return
             if trail.root_ended is None and trail.state is _OPEN and span_id != trail.root_id:
                 if trail.dropped_ids is None or span_id not in trail.dropped_ids:

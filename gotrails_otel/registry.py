@@ -46,7 +46,8 @@ def live() -> list[TrailProcessor]:
 
 
 def target_for(span: Any) -> Target | None:
-    """The capture target for ``span`` when it belongs to a trail that is still open, else ``None``."""
+    """The capture target for ``span`` when it belongs to a trail, else ``None``. Writes to a trail that was flushed
+    already are refused and counted as late payloads."""
     if span is None:
         return None
     ctx = span.get_span_context()
@@ -55,7 +56,7 @@ def target_for(span: Any) -> Target | None:
     span_id = ctx.span_id
     for ref in _refs:
         processor = ref()
-        if processor is not None and processor.captures.tracks(span_id):
+        if processor is not None and processor.captures.knows(span_id):
             return Target(processor.captures, span_id)
     return None
 

@@ -273,6 +273,11 @@ class CaptureStore:
         trail = self._buffer.owner.get(span_id)
         return trail is not None and trail.state not in _CLOSED
 
+    def knows(self, span_id: int) -> bool:
+        """Whether ``span_id`` belongs to a trail, flushed or not (a write to a flushed one is counted as late)."""
+        buffer = self._buffer
+        return span_id in buffer.owner or span_id in buffer.late
+
     def hold(self, span_id: int, *, processing: bool = False) -> Callable[[], None] | None:
         """Keep the span's trail open until the returned release function is called.
 

@@ -486,7 +486,7 @@ def test_queue_depths_and_drops_are_metrics(make_harness: Any) -> None:
         for n in range(20):
             _request(h, f"/q{n}")
         deadline = time.monotonic() + 5
-        while processor.stats().get("trails.export_queue_full", 0) < 10 and time.monotonic() < deadline:
+        while processor.stats().get("trails.complete", 0) < 21 and time.monotonic() < deadline:
             time.sleep(0.01)
         points = {}
         for resource_metrics in reader.get_metrics_data().resource_metrics:

@@ -741,3 +741,41 @@ def test_steps_join_a_trail_on_a_provider_that_is_not_the_global_one() -> None:
         assert [(i["name"], i["response"]) for i in trail["integrations"]] == [("vault.read", {"ok": True})]
     finally:
         provider.shutdown()
+
+
+def test_pipeline_stages_run_between_the_policy_and_the_seal(harness: TrailHarness) -> None:
+    from gotrails_otel.pipeline import DropTrail
+    from gotrails_otel.sealed import seal
+
+    seen: list[str] = []
+
+    def sample(document: dict[str, Any]) -> dict[str, Any]:
+        assert document["request"]["headers"].get("authorization") in (None, ["***"])  # masked already
+        if document["request"]["path"] == "/drop":
+            raise DropTrail("sampled_out")
+        return document
+
+    def stamp(document: dict[str, Any]) -> dict[str, Any] | None:
+        seen.append(document["request"]["path"])
+        if document["request"]["path"] == "/none":
+            return None
+        if document["request"]["path"] == "/boom":
+            raise ValueError("stage broke")
+        document["metadata"]["stamped"] = True
+        harness.processor._worker.emit(seal({"gotrails_checkpoint": {"after": document["request"]["path"]}}))
+        return document
+
+    harness.processor.stages.extend([sample, stamp])
+    for path in ("/keep", "/drop", "/none", "/boom"):
+        with harness.instrumented().fastapi_request("GET", path, path, 200):
+            pass
+    assert harness.processor.force_flush(5000)
+    records = harness.exporter.get_finished_trails()
+    assert len(records) == 3
+    assert records[0]["request"]["path"] == "/keep" and records[2]["request"]["path"] == "/boom"
+    assert records[0]["metadata"] == {"stamped": True}
+    assert records[1] == {"gotrails_checkpoint": {"after": "/keep"}}
+    assert "stamped" not in records[2]["metadata"]  # the failing stage was skipped, the trail still went out
+    assert seen == ["/keep", "/none", "/boom"]
+    stats = harness.processor.stats()
+    assert stats["trails.sampled_out"] == 1 and stats["trails.stamp"] == 1 and stats["failures.stage"] == 1
