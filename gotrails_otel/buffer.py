@@ -1,8 +1,9 @@
 """The per-request buffer: each trail's spans and payloads from its root span's start until it is sealed.
 
 Every structure here is guarded by :attr:`TrailBuffer.lock` (one lock per processor). A trail moves through
-:class:`TrailState` once, in order: ``OPEN`` → ``DRAINING`` → ``FLUSHED`` → ``SEALED``; it is queued for the fold
-exactly once, by :meth:`TrailBuffer.finish`, the only place that leaves ``OPEN``/``DRAINING`` for ``FLUSHED``.
+:class:`TrailState`: ``OPEN`` ⇄ ``DRAINING`` (a processing hold taken while it drains opens it again) → ``FLUSHED`` →
+``SEALED``; it is queued for the fold exactly once, by :meth:`TrailBuffer.finish`, the only place that leaves
+``OPEN``/``DRAINING`` for ``FLUSHED``.
 
 Spans and payloads that arrive after a trail was flushed are *late*: they are counted — on the trail while it waits
 for the fold, in the metrics always — and never start a second trail.

@@ -394,3 +394,25 @@ def test_zero_code_clients_and_servers_record_every_message(tmp_path: Path, serv
     assert all(len(t["response"]["messages"]) == 2 for t in by_method["ListUsers"])
     assert sorted(t["request"]["messages"][0]["user_id"] for t in by_method["ImportUsers"]) == ["a", "b"]
     assert sorted(t["response"]["messages"][0]["echo"] for t in by_method["Chat"]) == ["hi", "yo"]
+
+
+@pytest.mark.service
+def test_calls_without_the_grpc_instrumentation_record_nothing_elsewhere(harness: TrailHarness) -> None:
+    """gotrails' interceptor only records into OpenTelemetry's span of the call: without the gRPC instrumentation,
+    the span that happens to be current (the request's root) is left alone."""
+    grpc_hooks.install()
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, HANDLERS),))
+    port = free_port()
+    server.add_insecure_port(f"127.0.0.1:{port}")
+    server.start()
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel, _root(harness) as root:
+            harness.processor.captures.update(root.get_span_context().span_id, "request", {"method": "POST"})
+            assert _stub(channel, "GetUser")(_struct(user_id="u-1"))["user_id"] == "u-1"
+    finally:
+        server.stop(grace=None)
+        grpc_hooks.uninstall()
+    trail = harness.one()
+    assert trail["request"]["method"] == "POST" and "message" not in trail["request"]
+    assert trail["integrations"] == []

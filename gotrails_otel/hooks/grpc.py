@@ -199,10 +199,11 @@ class _ClientCall:
     @staticmethod
     @guard
     def start(details: Any, *, request: Any = None, streaming_requests: bool = False) -> _ClientCall | None:
-        target = current_target()  # OpenTelemetry's CLIENT span, current while its interceptor calls ours
+        method = _method(details)
+        target = _span_target(method, "CLIENT")  # OpenTelemetry's CLIENT span, current while its interceptor calls ours
         if target is None:
             return None
-        payload: dict[str, Any] = {"method": _method(details), "metadata": metadata_dict(details.metadata)}
+        payload: dict[str, Any] = {"method": method, "metadata": metadata_dict(details.metadata)}
         if not streaming_requests:
             payload["message"] = to_json(request)
         target.update("request", payload)
@@ -327,6 +328,18 @@ def _make_stream_class() -> Any:
         setattr(ResponseStream, name, forward(name))
     ResponseStream.__abstractmethods__ = frozenset()
     return ResponseStream
+
+
+def _span_target(method: str, kind: str) -> Target | None:
+    """The current span's target when it is OpenTelemetry's span of this call (named after the full method), so that
+    a call made without the gRPC instrumentation is never recorded into whatever span happens to be current."""
+    from opentelemetry import trace
+
+    span = trace.get_current_span()
+    span_kind = getattr(span, "kind", None)
+    if getattr(span, "name", None) != method or getattr(span_kind, "name", None) != kind:
+        return None
+    return current_target()
 
 
 def _method(details: Any) -> str:
@@ -517,7 +530,7 @@ class _ServerCall:
     @staticmethod
     @guard
     def start(method: str, context: Any, request: Any, streaming_requests: bool) -> _ServerCall | None:
-        target = current_target()
+        target = _span_target(method, "SERVER")
         if target is None:
             return None
         payload: dict[str, Any] = {"method": method, "metadata": metadata_dict(context.invocation_metadata())}
