@@ -16,6 +16,9 @@ import orjson
 __all__ = ["FrozenDict", "FrozenList", "SealedTrail", "seal"]
 
 
+_set = object.__setattr__
+
+
 def _read_only(*args: Any, **kwargs: Any) -> NoReturn:
     raise TypeError("a sealed trail is read-only")
 
@@ -115,11 +118,14 @@ class SealedTrail(Mapping[str, Any]):
 
     __slots__ = ("_document", "data")
 
+    data: bytes
+    _document: dict[str, Any] | None
+
     def __init__(self, data: bytes) -> None:
-        if not isinstance(data, bytes):
+        if type(data) is not bytes:
             raise TypeError("SealedTrail data must be bytes (the compact JSON of the trail)")
-        self.data = data
-        self._document: dict[str, Any] | None = None
+        _set(self, "data", data)
+        _set(self, "_document", None)
 
     def _doc(self) -> dict[str, Any]:
         document = self._document
@@ -127,7 +133,8 @@ class SealedTrail(Mapping[str, Any]):
             decoded = orjson.loads(self.data)
             if not isinstance(decoded, dict):
                 raise TypeError("a sealed trail holds a JSON object")
-            document = self._document = decoded
+            _set(self, "_document", decoded)
+            document = decoded
         return document
 
     def __getitem__(self, key: str) -> Any:
@@ -152,9 +159,7 @@ class SealedTrail(Mapping[str, Any]):
     __hash__ = None  # type: ignore[assignment]
 
     def __setattr__(self, name: str, value: Any) -> None:
-        if name == "data" and hasattr(self, "data"):
-            raise TypeError("a sealed trail is read-only")
-        object.__setattr__(self, name, value)
+        raise TypeError("a sealed trail is read-only")
 
     def __repr__(self) -> str:
         size = len(self.data)
