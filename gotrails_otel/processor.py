@@ -18,6 +18,8 @@ from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 from .config import TrailConfig
 from .exporters import TrailExporter, exporter_from_config
 from .fold import FoldInput, fold
+from .integrity import Chain, StampedTrail
+from .sampling import TrailSampler
 
 __all__ = ["CaptureStore", "TrailProcessor"]
 
@@ -260,6 +262,8 @@ class TrailProcessor(SpanProcessor):
         self._root_kinds = self.config.root_kinds
         self._max_spans = self.config.max_spans_per_trail
         self._enabled = self.config.enabled
+        self._sampler = TrailSampler.from_config(self.config, self._counters.add)
+        self._chain = Chain.from_config(self.config)
         self._init_state()
         _PROCESSORS.add(self)
         ref = weakref.ref(self)
@@ -415,7 +419,10 @@ class TrailProcessor(SpanProcessor):
                     wait = self._expire(time.monotonic())
                     if self._ready:
                         break
-                    self._cond.wait(wait)
+                    due = self._chain.due_in() if self._chain is not None else None
+                    if due is not None and due <= 0:
+                        break  # a checkpoint is due: emitted below, outside the lock
+                    self._cond.wait(due if wait is None else wait if due is None else min(wait, due))
                 batch = list(self._ready)
                 self._ready.clear()
                 self._busy = True
@@ -426,6 +433,9 @@ class TrailProcessor(SpanProcessor):
                     except Exception:  # keep the worker alive for every other trail
                         self._counters.add("failures", reason="emit")
                         _log.exception("gotrails: a trail could not be emitted")
+                due = self._chain.due_in() if self._chain is not None else None
+                if due is not None and due <= 0:
+                    self._emit_checkpoint(final=False)
             finally:
                 with self._cond:
                     self._busy = False
@@ -436,11 +446,39 @@ class TrailProcessor(SpanProcessor):
         try:
             document = self._fold(trail, reason)
             self._counters.add("trails", reason=reason)
+            if self._sampler.decide(document) is not None:
+                return  # sampled out: counted by reason, never stamped
+            if self._chain is not None:
+                try:
+                    document = StampedTrail(document, self._chain.stamp(document))
+                except Exception:  # exported without its link: verify reports it, the chain stays whole
+                    self._counters.add("failures", reason="integrity")
+                    _log.exception("gotrails: a trail could not be stamped")
             try:
                 self.exporter.export(document)
             except Exception:  # an exporter failure must not stop other trails
                 self._counters.add("failures", reason="export")
                 _log.exception("gotrails: exporting a trail failed")
+                seq = document.get("integrity", {}).get("seq")
+                if self._chain is not None and isinstance(seq, int):
+                    self._chain.note_lost(seq)
+        finally:
+            otel_context.detach(token)
+
+    def _emit_checkpoint(self, *, final: bool) -> None:
+        """Export a checkpoint of the hash chain's head (periodic, or the final one at shutdown)."""
+        if self._chain is None:
+            return
+        counts = self._counters.snapshot()
+        sampled = {k.split(".", 1)[1]: v for k, v in counts.items() if k.startswith("sampled_out.")}
+        token = otel_context.attach(otel_context.set_value(otel_context._SUPPRESS_INSTRUMENTATION_KEY, True))
+        try:
+            record = self._chain.checkpoint(final=final, extra={"sampled_out": sampled} if sampled else None)
+            if record is not None:
+                self.exporter.export(record)
+        except Exception:
+            self._counters.add("failures", reason="checkpoint")
+            _log.exception("gotrails: exporting a checkpoint failed")
         finally:
             otel_context.detach(token)
 
@@ -550,6 +588,7 @@ class TrailProcessor(SpanProcessor):
         while self._ready:
             trail, reason = self._ready.popleft()
             self._emit(trail, reason)
+        self._emit_checkpoint(final=True)
         _PROCESSORS.discard(self)
         try:
             self.exporter.shutdown()
