@@ -15,6 +15,7 @@ from opentelemetry import context as otel_context
 from opentelemetry import metrics
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 
+from .bridge import set_span_metadata
 from .config import TrailConfig
 from .exporters import TrailExporter, exporter_from_config
 from .fold import FoldInput, fold
@@ -520,17 +521,21 @@ class TrailProcessor(SpanProcessor):
 
     def add_metadata(self, span_id: int, fields: Mapping[str, Any]) -> bool:
         """Merge ``fields`` into the ``metadata{}`` of the trail that owns ``span_id``."""
+        accepted: dict[str, Any] = {}
         with self._lock:
             trail = self._owner.get(span_id)
             if trail is None:
                 return False
             for key, value in fields.items():
                 if key in trail.metadata or len(trail.metadata) < _MAX_METADATA_KEYS:
-                    trail.metadata[key] = value
+                    trail.metadata[key] = accepted[key] = value
                 else:
                     trail.count_drop("metadata")
                     self._counters.add("metadata", reason="max_keys")
-            return True
+            root = trail.root if self.config.metadata_on_span and not trail.root_ended else None
+        if root is not None and accepted:  # the OpenTelemetry bridge: masked, outside the lock
+            set_span_metadata(root, self._policy, accepted)  # type: ignore[arg-type]
+        return True
 
     def add_error(self, span_id: int, error: dict[str, Any]) -> bool:
         """Append an entry to ``errors[]`` of the trail that owns ``span_id``."""

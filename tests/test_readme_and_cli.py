@@ -39,10 +39,8 @@ def test_readme_example_prints_one_complete_trail() -> None:
     trail = orjson.loads(lines[0])
     checkpoint = orjson.loads(lines[1])
     assert checkpoint["record"] == "gotrails.checkpoint" and checkpoint["final"] is True
-    assert (checkpoint["seq"], checkpoint["hash"]) == (trail["integrity"]["seq"], trail["integrity"]["hash"]) == (
-        1,
-        trail["integrity"]["hash"],
-    )
+    assert checkpoint["seq"] == trail["integrity"]["seq"] == 1
+    assert checkpoint["hash"] == trail["integrity"]["hash"]
     validate_trail(trail)
     for key in CONTRACT:
         assert key in trail
