@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
+import math
 import os
 import secrets
 import threading
@@ -86,18 +87,42 @@ _SORTED = orjson.OPT_SORT_KEYS
 def canonical(value: Any) -> bytes:
     """``value`` (JSON types) as RFC 8785 canonical JSON (UTF-8 bytes).
 
-    Raises ``rfc8785.CanonicalizationError`` for what RFC 8785 cannot represent: an integer outside
-    ±(2**53 - 1), a non-finite float, a string that is not valid Unicode.
+    A non-finite float is written as ``null``, as orjson and every exporter write it (JSON has no NaN). Raises
+    ``rfc8785.CanonicalizationError`` for what RFC 8785 cannot represent: an integer outside ±(2**53 - 1), a string
+    that is not valid Unicode.
     """
-    data = orjson.dumps(value, option=_SORTED)
-    classes = data.translate(_CLASS_MAP)
-    for suspect in _SUSPECT_CLASSES:
-        if suspect in classes:
-            return rfc8785.dumps(value)
-    for suspect in _INTEGRAL_FLOATS:
-        if suspect in data:
-            return rfc8785.dumps(value)
-    return data
+    if type(value) is dict or type(value) is list:  # inside a container a number is always followed by , ] or }
+        try:
+            data = orjson.dumps(value, option=_SORTED)
+        except orjson.JSONEncodeError:  # e.g. a string that is not valid Unicode: the reference says why
+            return _reference(value)
+        classes = data.translate(_CLASS_MAP)
+        for suspect in _SUSPECT_CLASSES:
+            if suspect in classes:
+                return _reference(value)
+        for suspect in _INTEGRAL_FLOATS:
+            if suspect in data:
+                return _reference(value)
+        return data
+    return _reference(value)
+
+
+def _reference(value: Any) -> bytes:
+    try:
+        return rfc8785.dumps(value)
+    except rfc8785.FloatDomainError:
+        return rfc8785.dumps(_finite(value))
+
+
+def _finite(value: Any) -> Any:
+    """A copy of ``value`` with NaN and infinities as ``None``."""
+    if isinstance(value, dict):
+        return {key: _finite(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_finite(item) for item in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
 
 
 def digest(data: bytes, key: bytes | None) -> str:
