@@ -85,8 +85,9 @@ class TrailConfig:
             (let the ratio decide); it must not change the trail; if it raises, the trail is kept (code only).
         integrity: stamp every trail with its link in the process's hash chain and emit checkpoints
             (``GOTRAILS_INTEGRITY``).
-        hmac_key: key of the HMAC-SHA256 chain, at least 16 bytes (``GOTRAILS_HMAC_KEY``, its UTF-8 bytes); without
-            it the chain uses plain SHA-256. Never shown in ``repr``, logs or output.
+        hmac_key: key of the HMAC-SHA256 chain, at least 16 bytes (``GOTRAILS_HMAC_KEY``, its UTF-8 bytes, or
+            ``GOTRAILS_HMAC_KEY_FILE``, the file's bytes without a final newline); without it the chain uses plain
+            SHA-256. Never shown in ``repr``, logs or output.
         hmac_key_id: names the key in every record, for key rotation (``GOTRAILS_HMAC_KEY_ID``; ``default``).
         checkpoint_interval_s: a signed checkpoint of the chain's head is emitted at most this long after a trail
             was stamped, and at shutdown; 0 emits it at shutdown only (``GOTRAILS_CHECKPOINT_INTERVAL_S``).
@@ -272,9 +273,17 @@ class TrailConfig:
         read("GOTRAILS_CHECKPOINT_INTERVAL_S", "checkpoint_interval_s", _parse_number)
         read("GOTRAILS_SPAN_METADATA", "metadata_on_span", _parse_bool)
         key = env.get("GOTRAILS_HMAC_KEY")
+        key_file = env.get("GOTRAILS_HMAC_KEY_FILE", "").strip()
         if key:  # read apart from the others: an error message must never show the key
             values["hmac_key"] = key
             source["hmac_key"] = "GOTRAILS_HMAC_KEY"
+        elif key_file:
+            try:
+                with open(key_file, "rb") as stream:
+                    values["hmac_key"] = stream.read().rstrip(b"\r\n")
+            except OSError as exc:
+                raise ConfigError(f"GOTRAILS_HMAC_KEY_FILE={key_file!r}", f"cannot read it: {exc.strerror}") from None
+            source["hmac_key"] = f"GOTRAILS_HMAC_KEY_FILE={key_file!r}"
         values.update(overrides)
         try:
             return cls(**values)

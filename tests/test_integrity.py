@@ -250,6 +250,26 @@ def test_the_key_never_appears_in_output_repr_logs_or_errors(
         assert KEY not in text and "tiny-secret" not in text and "short" not in text.replace("shorter", "")
 
 
+def test_the_key_from_a_file(tmp_path: Path) -> None:
+    key_file = tmp_path / "hmac.key"
+    key_file.write_bytes(KEY.encode() + b"\n")
+    config = TrailConfig.from_env({"GOTRAILS_HMAC_KEY_FILE": str(key_file), "GOTRAILS_HMAC_KEY_ID": "k1"})
+    assert config.hmac_key == KEY.encode()
+    chain = Chain.from_config(config)
+    assert chain is not None and chain.alg == "hmac-sha256"
+    trail: dict[str, Any] = {"a": 1}
+    chain.stamp(trail)
+    assert trail["integrity"]["hash"] == hmac.new(KEY.encode(), rfc8785.dumps(_unhashed(trail)), "sha256").hexdigest()
+    with pytest.raises(ConfigError, match="GOTRAILS_HMAC_KEY_FILE") as raised:
+        TrailConfig.from_env({"GOTRAILS_HMAC_KEY_FILE": str(tmp_path / "absent.key")})
+    assert "No such file" in str(raised.value)
+    short = tmp_path / "short.key"
+    short.write_bytes(b"tiny-secret\n")
+    with pytest.raises(ConfigError) as too_short:
+        TrailConfig.from_env({"GOTRAILS_HMAC_KEY_FILE": str(short)})
+    assert "GOTRAILS_HMAC_KEY_FILE" in str(too_short.value) and "tiny-secret" not in str(too_short.value)
+
+
 def test_key_settings_from_the_environment() -> None:
     config = TrailConfig.from_env(
         {
