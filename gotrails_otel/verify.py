@@ -6,7 +6,7 @@ its RFC 8785 canonical form (with its key, for HMAC chains); each chain's record
 against the chain's signed checkpoints, which reveal a missing tail. Every problem is reported with its file, line
 and ``seq``.
 
-Memory: about 80 bytes per record (hashes and positions by ``seq``), so large inputs stay checkable in full.
+Memory: about 75 bytes per record (hashes and positions by ``seq``), so large inputs stay checkable in full.
 """
 
 from __future__ import annotations
@@ -496,7 +496,7 @@ class _Verifier:
         chain.prevs[index * _HASH_SIZE : (index + 1) * _HASH_SIZE] = prev
         chain.pos[index] = pos
         chain.flags[index] = _PRESENT | status
-        if seq > chain.max_seq:
+        if status and seq > chain.max_seq:  # a record that does not verify does not move the chain's head
             chain.max_seq = seq
             chain.max_pos = pos
 
@@ -599,8 +599,17 @@ class _Verifier:
 
     def check_chain(self, chain: _Chain) -> None:
         cid = chain.id
-        present = [i for i, f in enumerate(chain.flags) if f & _PRESENT]
         checkpoints = sorted(chain.checkpoints)
+        # A record that does not verify is part of the chain only when something that verified vouches for its
+        # hash (the next record's prev, or a checkpoint): then it was modified. Otherwise it was forged, and it
+        # must not shape the chain (a forged far-off seq would make gaps that are not there).
+        present = []
+        for index, flags in enumerate(chain.flags):
+            if flags & _PRESENT:
+                if flags & (_OK | _UNKNOWN) or self.bad_record(chain, index, checkpoints):
+                    present.append(index)
+                else:
+                    chain.flags[index] = 0
         lost: set[int] = set()
         for _, _, _, _, ranges in checkpoints:
             for low, high in ranges:
@@ -631,8 +640,6 @@ class _Verifier:
                     self.problem("broken_link", f"prev does not match the hash of seq {seq - 1}", pos, cid, seq)
             else:
                 self.gap(chain, previous, index, lost)
-            if not chain.flags[index] & (_OK | _UNKNOWN):
-                self.bad_record(chain, index, checkpoints)
             previous = index
         # Checkpoints: a head beyond the last record means a missing tail.
         closed = False
@@ -742,12 +749,16 @@ class _Verifier:
                     high,
                 )
 
-    def bad_record(self, chain: _Chain, index: int, checkpoints: list[tuple[int, bytes, bool, int, Any]]) -> None:
+    def bad_record(self, chain: _Chain, index: int, checkpoints: list[tuple[int, bytes, bool, int, Any]]) -> bool:
+        """Report a record that does not verify: ``modified`` when a verified record or a checkpoint vouches for
+        its hash (returns True: it holds its place in the chain), else ``forged`` (returns False)."""
         seq = chain.base + index
         stored = chain.hash_at(index)
         following = index + 1
         vouched = (
-            following < len(chain.flags) and chain.flags[following] & _PRESENT and chain.prev_at(following) == stored
+            following < len(chain.flags)
+            and chain.flags[following] & (_OK | _UNKNOWN) != 0
+            and chain.prev_at(following) == stored
         ) or any(c[0] == seq and c[1] == stored for c in checkpoints)
         if vouched:
             found = self.problem("modified", PROBLEM_KINDS["modified"], chain.pos[index], chain.id, seq)
@@ -763,6 +774,7 @@ class _Verifier:
         if len(key_ids) == 1:
             (key_id,) = key_ids
             self.key_bad.setdefault(key_id, []).append(found)
+        return bool(vouched)
 
 
 def _runs(low: int, high: int, lost: set[int]) -> Iterator[tuple[int, int, bool]]:

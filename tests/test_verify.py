@@ -241,8 +241,13 @@ def test_a_record_forged_without_the_key(written: list[bytes], tmp_path: Path) -
     assert _found(report) == [
         ("forged", chain[50] + 1, genuine["integrity"]["seq"]),
         ("forged", len(lines), tail["integrity"]["seq"]),
-        ("after_final", len(lines), tail["integrity"]["seq"]),
     ]
+    # A forgery that claims a far-off seq is reported once and leaves the rest of the chain alone.
+    far = json.loads(json.dumps(forged))
+    far["integrity"]["seq"] = 100_000
+    lines = list(written)
+    lines.insert(chain[10], orjson.dumps(far) + b"\n")
+    assert _found(_verify(tmp_path, lines)) == [("forged", chain[10] + 1, 100_000)]
 
 
 def test_a_record_rehashed_without_the_key_is_a_downgrade(written: list[bytes], tmp_path: Path) -> None:
@@ -347,6 +352,62 @@ def test_missing_older_files(written: list[bytes], tmp_path: Path) -> None:
     report = verify_files([current], KEYS)
     assert {p.kind for p in report.problems} == {"start_missing"}
     assert verify_files([current], KEYS, allow_missing_start=True).ok
+
+
+def _write(path: Path, records: list[Any]) -> Path:
+    """Records as the file exporter writes them: stamped bytes for trails, JSON for the rest."""
+    exporter = gt.FileTrailExporter(path)
+    for record in records:
+        exporter.export(record)
+    exporter.shutdown()
+    return path
+
+
+def _stamped(chain: Chain, n: int) -> StampedTrail:
+    trail: dict[str, Any] = {"request": {"path": f"/{n}"}, "metadata": {"n": n}}
+    return StampedTrail(trail, chain.stamp(trail))
+
+
+def test_records_after_the_final_checkpoint(tmp_path: Path) -> None:
+    chain = Chain(KEY.encode(), "k1")
+    records: list[Any] = [_stamped(chain, n) for n in range(3)]
+    records.append(chain.checkpoint(final=True))
+    records.append(_stamped(chain, 3))  # only someone holding the key can do this
+    report = verify_files([_write(tmp_path / "t.jsonl", records)], KEYS)
+    assert _found(report) == [("after_final", 5, 4)]
+
+
+def test_two_valid_records_for_one_seq_conflict_and_checkpoints_disagree(tmp_path: Path) -> None:
+    one, other = Chain(KEY.encode(), "k1"), Chain(KEY.encode(), "k1")
+    other.chain_id = one.chain_id  # two writers that share a chain id: never the case for gotrails' own chains
+    first, second = _stamped(one, 1), _stamped(other, 2)
+    records = [first, second, other.checkpoint()]
+    report = verify_files([_write(tmp_path / "t.jsonl", records)], KEYS)
+    assert _found(report) == [("checkpoint_mismatch", 1, 1), ("conflict", 2, 1)]
+
+
+def test_a_plain_chain_rewritten_in_the_middle_breaks_the_next_link(tmp_path: Path) -> None:
+    chain = Chain()
+    records: list[Any] = [_stamped(chain, n) for n in range(4)]
+    rewritten = dict(records[1])
+    rewritten["metadata"] = {"n": 99}
+    del rewritten["integrity"]
+    rewritten["integrity"] = {k: v for k, v in records[1]["integrity"].items() if k != "hash"}
+    rewritten["integrity"]["hash"] = digest(canonical(rewritten), None)
+    records[1] = rewritten
+    report = verify_files([_write(tmp_path / "t.jsonl", records)])
+    assert _found(report) == [("broken_link", 3, 3)]
+    assert "plain SHA-256 chains show damage" in report.to_text()
+
+
+def test_a_malformed_block(tmp_path: Path) -> None:
+    chain = Chain()
+    records: list[Any] = [_stamped(chain, n) for n in range(3)]
+    broken = json.loads(orjson.dumps(records[2]))
+    broken["integrity"]["seq"] = "3"
+    records[2] = broken
+    report = verify_files([_write(tmp_path / "t.jsonl", records)])
+    assert _found(report) == [("malformed", 3, None)]
 
 
 def test_every_problem_kind_is_documented() -> None:
