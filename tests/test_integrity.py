@@ -316,6 +316,54 @@ def test_a_forked_child_starts_a_new_chain() -> None:
     assert parent["integrity"]["seq"] == 3
 
 
+_PRELOAD = """
+import os, sys
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.trace import SpanKind
+import gotrails_otel as gt
+
+provider = TracerProvider()
+provider.add_span_processor(gt.TrailProcessor(config=gt.TrailConfig.from_env()))
+tracer = provider.get_tracer("opentelemetry.instrumentation.wsgi")
+
+def request(path):
+    with tracer.start_as_current_span("GET " + path, kind=SpanKind.SERVER, attributes={"http.method": "GET"}):
+        pass
+
+request("/parent-before-fork")
+provider.force_flush()
+children = []
+for n in range(2):  # a pre-forking server: the workers serve requests after fork()
+    pid = os.fork()
+    if pid == 0:
+        for i in range(3):
+            request(f"/child-{n}/{i}")
+        provider.shutdown()
+        os._exit(0)
+    children.append(pid)
+for pid in children:
+    os.waitpid(pid, 0)
+request("/parent-after-fork")
+provider.shutdown()
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork()")
+def test_each_forked_worker_writes_its_own_chain_to_the_shared_file(tmp_path: Path) -> None:
+    path = tmp_path / "trails.jsonl"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("GOTRAILS_", "OTEL_"))}
+    env.update(GOTRAILS_EXPORTER="file", GOTRAILS_FILE=str(path), GOTRAILS_HMAC_KEY=KEY, GOTRAILS_HMAC_KEY_ID="k1")
+    result = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(_PRELOAD)], capture_output=True, text=True, timeout=60, env=env
+    )
+    assert result.returncode == 0, result.stderr
+    report = verify_files([path], {"k1": KEY.encode()}, require_final=True)
+    assert report.ok, report.to_text()
+    by_pid = {c.pid: c for c in report.chains}
+    assert len(by_pid) == 3 and all(c.closed for c in report.chains)
+    assert sorted(c.records for c in report.chains) == [2, 3, 3]  # the parent's chain goes on across the forks
+
+
 # ---------------------------------------------------------------------------------------------- checkpoints
 
 
