@@ -15,6 +15,7 @@ import gzip
 import hashlib
 import hmac
 import os
+import re
 from array import array
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -59,6 +60,7 @@ _PRESENT, _OK, _UNKNOWN = 1, 2, 4
 _SKIPPED_SHOWN = 20
 _MAX_PROBLEMS = 10_000
 _NOT_A_TRAIL_MARKERS = (b'"integrity"', CHECKPOINT.encode())
+_HEX64 = re.compile(r"[0-9a-f]{64}\Z")  # exactly as written: another spelling of a hash is a change too
 
 
 @dataclass
@@ -92,6 +94,7 @@ class ChainSummary:
     checkpoint_seq: int | None
     closed: bool
     pid: int | None
+    sampled_out: dict[str, int] = field(default_factory=dict)
     problems: int = 0
 
     def to_json(self) -> dict[str, Any]:
@@ -155,8 +158,11 @@ class Report:
                 state = "open (no checkpoint)"
             verdict = "OK" if not c.problems else f"{c.problems:,} problem{_s(c.problems)}"
             pid = f" pid {c.pid}" if c.pid is not None else ""
+            sampled = sum(c.sampled_out.values())
+            thinned = f"  ({sampled:,} sampled out)" if sampled else ""
             out.append(
-                f"  chain {c.chain[:12]}{pid}  {key}  {seqs}  {c.records:,} trail{_s(c.records)}  {state}  {verdict}"
+                f"  chain {c.chain[:12]}{pid}  {key}  {seqs}  {c.records:,} trail{_s(c.records)}{thinned}  {state}"
+                f"  {verdict}"
             )
         if self.problems:
             out.append("problems:")
@@ -217,6 +223,7 @@ class _Chain:
         "pos",
         "prevs",
         "records",
+        "sampled_out",
     )
 
     def __init__(self, chain_id: str) -> None:
@@ -233,6 +240,7 @@ class _Chain:
         self.key_ids: set[str] = set()
         self.checkpoints: list[tuple[int, bytes, bool, int, list[list[int]]]] = []
         self.pid: int | None = None
+        self.sampled_out: tuple[int, dict[str, int]] = (-1, {})
 
     def slot(self, seq: int) -> int | None:
         """The index of ``seq`` in the arrays (growing them), or ``None`` when it is absurdly far away."""
@@ -289,7 +297,8 @@ class _Verifier:
         self.key_ok: dict[str, int] = {}
         self.key_bad: dict[str, list[Problem]] = {}
         self.missing_keys: dict[str, tuple[int, int]] = {}
-        self.unkeyed: list[int] = []
+        self.unkeyed = 0
+        self.unkeyed_first = -1
 
     # -------------------------------------------------------------------------------------- positions
 
@@ -395,10 +404,10 @@ class _Verifier:
         try:
             if type(chain_id) is not str or not chain_id or type(seq) is not int or seq < 1:
                 raise ValueError
-            stored_bytes = bytes.fromhex(stored if isinstance(stored, str) else "")
-            prev_bytes = bytes.fromhex(prev if isinstance(prev, str) else "")
-            if len(stored_bytes) != _HASH_SIZE or len(prev_bytes) != _HASH_SIZE:
+            if not (isinstance(stored, str) and _HEX64.match(stored) and isinstance(prev, str) and _HEX64.match(prev)):
                 raise ValueError
+            stored_bytes = bytes.fromhex(stored)
+            prev_bytes = bytes.fromhex(prev)
             if alg == ALG_HMAC:
                 if type(key_id) is not str:
                     raise ValueError
@@ -435,7 +444,7 @@ class _Verifier:
                 self.missing_keys[key_id] = (first, count + 1)
                 return _UNKNOWN
         elif self.keys:
-            self.unkeyed.append(pos)
+            self.note_unkeyed(pos)
         # A line as gotrails writes it is the hashed canonical JSON with the hash member inserted: take that member
         # out and the bytes are checked without serialising again. Any other line (re-serialised by a log
         # shipper, another writer) is canonicalised from its parsed value.
@@ -456,6 +465,11 @@ class _Verifier:
                 self.key_ok[key_id] = self.key_ok.get(key_id, 0) + 1
             return _OK
         return 0
+
+    def note_unkeyed(self, pos: int) -> None:
+        if not self.unkeyed:
+            self.unkeyed_first = pos
+        self.unkeyed += 1
 
     def place(self, chain: _Chain, seq: int, stored: bytes, prev: bytes, status: int, pos: int) -> None:
         index = chain.slot(seq)
@@ -514,10 +528,12 @@ class _Verifier:
         try:
             if type(chain_id) is not str or not chain_id or type(seq) is not int or seq < 0:
                 raise ValueError
-            head_bytes = bytes.fromhex(head if isinstance(head, str) else "")
-            signature_bytes = bytes.fromhex(signature if isinstance(signature, str) else "")
-            if len(head_bytes) != _HASH_SIZE or len(signature_bytes) != _HASH_SIZE or alg not in (ALG_HMAC, ALG_SHA256):
+            if not (isinstance(head, str) and _HEX64.match(head) and isinstance(signature, str)):
                 raise ValueError
+            if not _HEX64.match(signature) or alg not in (ALG_HMAC, ALG_SHA256):
+                raise ValueError
+            head_bytes = bytes.fromhex(head)
+            signature_bytes = bytes.fromhex(signature)
             if not isinstance(lost, list) or not all(
                 isinstance(r, list) and len(r) == 2 and all(type(n) is int for n in r) for r in lost
             ):
@@ -536,7 +552,7 @@ class _Verifier:
                     self.problem("malformed", "an HMAC checkpoint without key_id", pos, chain_id, seq)
                 return
         elif self.keys:
-            self.unkeyed.append(pos)
+            self.note_unkeyed(pos)
         try:
             valid = hmac.compare_digest(bytes.fromhex(digest(canonical(record), key)), signature_bytes)
         except Exception:
@@ -555,6 +571,9 @@ class _Verifier:
             chain = self.chains[chain_id] = _Chain(chain_id)
         pid = record.get("pid")
         chain.pid = pid if type(pid) is int else chain.pid
+        sampled = record.get("sampled_out")
+        if isinstance(sampled, dict) and seq >= chain.sampled_out[0]:
+            chain.sampled_out = (seq, {str(k): v for k, v in sampled.items() if type(v) is int})
         chain.checkpoints.append((seq, head_bytes, record.get("final") is True, pos, lost))
 
     # ------------------------------------------------------------------------------------------ the end
@@ -570,12 +589,12 @@ class _Verifier:
                 first,
             )
         if self.unkeyed:
-            count = len(self.unkeyed)
+            count = self.unkeyed
             self.problem(
                 "unkeyed",
                 f"{count:,} record{_s(count)} use plain SHA-256 although keys were given: anyone could have "
                 "rewritten them",
-                self.unkeyed[0],
+                self.unkeyed_first,
             )
         for key_id, bad in self.key_bad.items():
             if self.key_ok.get(key_id, 0) == 0 and bad:
@@ -695,6 +714,7 @@ class _Verifier:
                 checkpoint_seq=max((c[0] for c in checkpoints), default=None),
                 closed=closed,
                 pid=chain.pid,
+                sampled_out=chain.sampled_out[1],
             )
         )
 

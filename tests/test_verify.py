@@ -410,6 +410,27 @@ def test_a_malformed_block(tmp_path: Path) -> None:
     assert _found(report) == [("malformed", 3, None)]
 
 
+def test_another_spelling_of_a_hash_is_a_change(written: list[bytes], tmp_path: Path) -> None:
+    lines = list(written)
+    chain = _chain(lines, 1)
+    record = orjson.loads(lines[chain[33]])
+    lines[chain[33]] = lines[chain[33]].replace(
+        record["integrity"]["hash"].encode(), record["integrity"]["hash"].upper().encode()
+    )
+    report = _verify(tmp_path, lines)
+    assert _found(report) == [("malformed", chain[33] + 1, 34), ("missing", chain[34] + 1, 34)]
+
+
+def test_the_report_tells_how_much_sampling_left_out(tmp_path: Path) -> None:
+    chain = Chain(KEY.encode(), "k1")
+    records: list[Any] = [_stamped(chain, n) for n in range(2)]
+    records.append(chain.checkpoint(final=True, extra={"sampled_out": {"ratio": 7, "sampler": 2}}))
+    report = verify_files([_write(tmp_path / "t.jsonl", records)], KEYS)
+    assert report.ok and report.chains[0].sampled_out == {"ratio": 7, "sampler": 2}
+    assert "2 trails  (9 sampled out)  closed  OK" in report.to_text()
+    assert report.to_json()["chains"][0]["sampled_out"] == {"ratio": 7, "sampler": 2}
+
+
 def test_every_problem_kind_is_documented() -> None:
     readme = (Path(__file__).resolve().parent.parent / "README.md").read_text("utf-8")
     for kind in PROBLEM_KINDS:
