@@ -76,8 +76,8 @@ def _add_verify(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -
         description=(
             "Check every record and every link of the hash chains in JSON-lines trail files (give rotated files "
             "oldest first: trails.jsonl.2 trails.jsonl.1 trails.jsonl). Keys come from --key, --key-file and "
-            "GOTRAILS_HMAC_KEY (with GOTRAILS_HMAC_KEY_ID, default 'default'). Exit status 0 only when everything "
-            "verifies, 1 when a problem is found, 2 on a usage error."
+            "GOTRAILS_HMAC_KEY or GOTRAILS_HMAC_KEY_FILE (with GOTRAILS_HMAC_KEY_ID, default 'default'). Exit status "
+            "0 only when everything verifies, 1 when a problem is found, 2 on a usage error."
         ),
     )
     verify.add_argument("files", nargs="+", metavar="FILE", help="JSON-lines files (.gz allowed), oldest first")
@@ -113,9 +113,17 @@ def _verify(args: argparse.Namespace) -> int:
     from .verify import verify_files
 
     keys: dict[str, bytes] = {}
+    env_id = os.environ.get("GOTRAILS_HMAC_KEY_ID") or "default"
     env_key = os.environ.get("GOTRAILS_HMAC_KEY")
+    env_key_file = os.environ.get("GOTRAILS_HMAC_KEY_FILE", "").strip()
     if env_key:
-        keys[os.environ.get("GOTRAILS_HMAC_KEY_ID") or "default"] = env_key.encode("utf-8")
+        keys[env_id] = env_key.encode("utf-8")
+    elif env_key_file:
+        try:
+            keys[env_id] = _key_file_arg(f"{env_id}={env_key_file}")[1]
+        except argparse.ArgumentTypeError as exc:
+            sys.stderr.write(f"gotrails-otel verify: GOTRAILS_HMAC_KEY_FILE: {exc}\n")
+            return 2
     keys.update(dict([*args.key_file, *args.key]))
     sizes = []
     for path in args.files:

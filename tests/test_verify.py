@@ -510,6 +510,8 @@ def test_cli_exit_codes_reports_and_keys(written: list[bytes], tmp_path: Path) -
     key_file = tmp_path / "k1.key"
     key_file.write_text(KEY + "\n")
     assert _cli("--key-file", f"k1={key_file}", str(good)).returncode == 0
+    by_env_file = {"GOTRAILS_HMAC_KEY_FILE": str(key_file), "GOTRAILS_HMAC_KEY_ID": "k1"}
+    assert _cli(str(good), env=by_env_file).returncode == 0
 
     lines = list(written)
     index = _chain(lines, 0)[12]
