@@ -80,7 +80,9 @@ for _byte in range(0xF0, 0xF5):
     _CLASSES[_byte] = ord("!")
 _CLASS_MAP = bytes(_CLASSES)
 _SUSPECT_CLASSES = (b"0e+", b"b" + b"0" * 16, b"b+" + b"0" * 16, b"!")
-_INTEGRAL_FLOATS = (b".0,", b".0]", b".0}")
+_ENDS = bytearray(range(256))
+_ENDS[ord("]")] = _ENDS[ord("}")] = ord(",")
+_END_MAP = bytes(_ENDS)  # every end of a value as ``,``: one search finds ``.0`` before any of them
 _SORTED = orjson.OPT_SORT_KEYS
 
 
@@ -100,9 +102,8 @@ def canonical(value: Any) -> bytes:
         for suspect in _SUSPECT_CLASSES:
             if suspect in classes:
                 return _reference(value)
-        for suspect in _INTEGRAL_FLOATS:
-            if suspect in data:
-                return _reference(value)
+        if b".0," in data.translate(_END_MAP):
+            return _reference(value)
         return data
     return _reference(value)
 
