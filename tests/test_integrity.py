@@ -32,6 +32,7 @@ from gotrails_otel.integrity import GENESIS, Chain, canonical, digest
 from gotrails_otel.verify import verify_files
 
 from .conftest import TrailHarness, validate_trail
+from .forking import fork, requires_fork
 
 KEY = "k3y-for-tests-0123456789abcdef"  # a test key: it must never appear in any output
 
@@ -291,13 +292,13 @@ def test_key_settings_from_the_environment() -> None:
 # ----------------------------------------------------------------------------------------------- fork
 
 
-@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork()")
+@requires_fork
 def test_a_forked_child_starts_a_new_chain() -> None:
     chain = Chain(KEY.encode(), "k1")
     chain.stamp({"n": 1})
     chain.stamp({"n": 2})
     read, write = os.pipe()
-    pid = os.fork()
+    pid = fork()
     if pid == 0:  # the child: report its first stamp and exit at once
         try:
             trail: dict[str, Any] = {"n": 3}
@@ -317,10 +318,12 @@ def test_a_forked_child_starts_a_new_chain() -> None:
 
 
 _PRELOAD = """
-import os, sys
+import os, sys, warnings
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.trace import SpanKind
 import gotrails_otel as gt
+
+warnings.filterwarnings("ignore", r".*use of fork\\(\\) may lead to deadlocks", DeprecationWarning)  # expected here
 
 provider = TracerProvider()
 provider.add_span_processor(gt.TrailProcessor(config=gt.TrailConfig.from_env()))
@@ -348,7 +351,7 @@ provider.shutdown()
 """
 
 
-@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork()")
+@requires_fork
 def test_each_forked_worker_writes_its_own_chain_to_the_shared_file(tmp_path: Path) -> None:
     path = tmp_path / "trails.jsonl"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("GOTRAILS_", "OTEL_"))}
