@@ -276,6 +276,11 @@ class TrailProcessor(SpanProcessor):
 
         os.register_at_fork(after_in_child=after_fork)
 
+    @property
+    def chain(self) -> Chain | None:
+        """The hash chain that stamps this processor's trails (``None`` with ``GOTRAILS_INTEGRITY=false``)."""
+        return self._chain
+
     def _init_state(self) -> None:
         # Also run in a forked child: a lock held by another thread at fork() would stay held forever there,
         # and the worker thread does not exist in the child.

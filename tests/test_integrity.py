@@ -146,21 +146,19 @@ def test_a_trail_that_cannot_be_stamped_leaves_the_chain_unchanged() -> None:
     assert "integrity" not in trail and chain.head == (0, GENESIS)
 
 
-class _Refusing(Chain):
-    def stamp(self, trail: dict[str, Any]) -> bytes:
-        if trail["request"]["path"] == "/x":
-            raise rfc8785.CanonicalizationError("refused")
-        return super().stamp(trail)
+def test_a_trail_that_cannot_be_stamped_is_exported_without_a_link_and_counted(make_harness: Any) -> None:
+    def misbehaving(trail: Any) -> None:  # a sampler must not change the trail; this one does, for the test
+        if trail["entry"]["name"] == "POST /x":
+            trail["metadata"]["bad"] = {1: "an integer key: no canonical JSON form"}
+        return None
 
-
-def test_a_trail_that_cannot_be_stamped_is_exported_without_a_link_and_counted(harness: TrailHarness) -> None:
-    harness.processor._chain = _Refusing()
-    _request(harness, "/x")
-    _request(harness, "/next")
-    trails = harness.trails(2)
-    assert "integrity" not in trails[0]
+    h = make_harness(sampler=misbehaving)
+    _request(h, "/x")
+    _request(h, "/next")
+    trails = h.trails(2)
+    assert "integrity" not in trails[0] and "bad" in trails[0]["metadata"]
     assert trails[1]["integrity"]["seq"] == 1  # the chain did not skip a seq
-    assert harness.processor.stats()["failures.integrity"] == 1
+    assert h.processor.stats()["failures.integrity"] == 1
 
 
 def test_stamped_trails_match_the_schema_and_a_broken_block_does_not(make_harness: Any) -> None:
@@ -237,7 +235,7 @@ def test_the_key_never_appears_in_output_repr_logs_or_errors(
     output = stream.getvalue()
     assert b"gotrails.checkpoint" in output and b'"key_id":"k1"' in output
     config = h.processor.config
-    texts = [output.decode(), repr(config), str(config), repr(h.processor._chain), str(h.processor.stats())]
+    texts = [output.decode(), repr(config), str(config), repr(h.processor.chain), str(h.processor.stats())]
     texts.append(caplog.text)
     for short in ("short", b"short"):
         with pytest.raises(ConfigError) as raised:
