@@ -232,7 +232,8 @@ class Chain:
             if chain is not None:
                 chain._restart()
 
-        os.register_at_fork(after_in_child=after_fork)
+        if hasattr(os, "register_at_fork"):  # absent where there is no fork (Windows): nothing to renew then
+            os.register_at_fork(after_in_child=after_fork)
 
     @classmethod
     def from_config(cls, config: TrailConfig) -> Chain | None:
