@@ -172,4 +172,7 @@ class _TrailRequired(TypedDict):
 class Trail(_TrailRequired, total=False):
     """One request's audit trail, as exported (version 1 of the document); ``integrity`` when the chain is on."""
 
+    redacted: dict[str, int]
+    """Values the masking policy masked, counted by kind (never the masked text)."""
     integrity: Integrity
+    """The trail's link in its process's hash chain."""

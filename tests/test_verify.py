@@ -10,7 +10,6 @@ import os
 import subprocess
 import sys
 import textwrap
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -31,12 +30,14 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.trace import SpanKind, Status, StatusCode
 import gotrails_otel as gt
 
-count, start_at = int(sys.argv[1]), float(sys.argv[2])
+count, barrier, me = int(sys.argv[1]), sys.argv[2], sys.argv[3]
 provider = TracerProvider()
 provider.add_span_processor(gt.TrailProcessor())  # configured by GOTRAILS_* variables
 server = provider.get_tracer("opentelemetry.instrumentation.fastapi")
 http = provider.get_tracer("opentelemetry.instrumentation.httpx")
-while time.time() < start_at:
+open(os.path.join(barrier, me), "w").close()  # ready; start when both writers are
+deadline = time.monotonic() + 120
+while len(os.listdir(barrier)) < 2 and time.monotonic() < deadline:
     time.sleep(0.001)
 for n in range(count):
     attributes = {"http.request.method": "POST", "url.path": f"/v1/payments/{n}", "http.response.status_code": 201}
@@ -49,6 +50,7 @@ for n in range(count):
             span.set_attribute("http.response.status_code", 502 if n % 10 == 3 else 201)
         if n % 10 == 3:
             root.set_status(Status(StatusCode.ERROR, "gateway refused"))
+    time.sleep(0.003)  # paced, so the two writers' lines interleave whatever the machine's load
     if n % 15 == 0:
         time.sleep(0.02)
 provider.shutdown()
@@ -67,14 +69,15 @@ def written(tmp_path_factory: pytest.TempPathFactory) -> list[bytes]:
         GOTRAILS_HMAC_KEY_ID="k1",
         GOTRAILS_CHECKPOINT_INTERVAL_S="0.05",
     )
-    start_at = time.time() + 1.5
+    barrier = path.parent / "barrier"
+    barrier.mkdir()
     writers = [
         subprocess.Popen(
-            [sys.executable, "-c", textwrap.dedent(_WRITER), str(PER_PROCESS), str(start_at)],
+            [sys.executable, "-c", textwrap.dedent(_WRITER), str(PER_PROCESS), str(barrier), f"writer{n}"],
             env=env,
             stderr=subprocess.PIPE,
         )
-        for _ in range(2)
+        for n in range(2)
     ]
     for writer in writers:
         _, err = writer.communicate(timeout=180)
