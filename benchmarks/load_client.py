@@ -21,22 +21,8 @@ import time
 from typing import Any
 
 import psutil
+from payloads import payment_request
 
-_BODY = (
-    '{"order_id":"ord-%(n)08d","amount":%(amount)d,"currency":"IDR","payment_method":"card",'
-    '"customer":{"id":"cus-%(customer)04d","name":"Customer %(customer)d","email":"c%(customer)d@example.com",'
-    '"phone":"+62 812 5550 %(customer)04d"},'
-    '"card":{"number":"4111111111111111","expiry":"12/29","cvv":"123","holder":"CUSTOMER %(customer)d"},'
-    '"billing_address":{"line1":"Jl. Sudirman Kav. %(customer)d","city":"Jakarta","postal_code":"10220",'
-    '"country":"ID"},'
-    '"items":[{"sku":"SKU-1001","name":"Wireless mouse","quantity":1,"price":125000},'
-    '{"sku":"SKU-2002","name":"USB-C cable, 2 m","quantity":2,"price":45000},'
-    '{"sku":"SKU-3003","name":"Laptop stand","quantity":1,"price":310000},'
-    '{"sku":"SKU-4004","name":"Screen cleaning kit","quantity":3,"price":20000}],'
-    '"metadata":{"channel":"web","campaign":"spring-sale","client_ip":"203.0.113.%(ip)d",'
-    '"user_agent":"Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/124.0 Safari/537.36"},'
-    '"note":"Please deliver between 9 and 17, leave the parcel with the security desk, reference %(n)d"}'
-)
 _HEAD = (
     "POST /v1/payments HTTP/1.1\r\nHost: 127.0.0.1:%(port)d\r\nUser-Agent: gotrails-bench/1\r\n"
     "Accept: application/json\r\nAuthorization: Bearer bench-token-%(n)d\r\n"
@@ -46,7 +32,7 @@ _HEAD = (
 
 def request_bytes(port: int, n: int) -> bytes:
     """Request number ``n``: about 1 KiB of JSON, different text in every request (no cache hit by accident)."""
-    body = (_BODY % {"n": n, "amount": 150_000 + n % 1000, "customer": n % 100, "ip": n % 250 + 1}).encode()
+    body = payment_request(n)
     return (_HEAD % {"port": port, "n": n, "length": len(body)}).encode() + body
 
 

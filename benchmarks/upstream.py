@@ -13,12 +13,12 @@ import asyncio
 import signal
 import sys
 
-_ANSWER = (
-    b'{"status_code":"200","status_message":"Success, charge accepted","transaction_id":'
-    b'"7b6d7e3c-0f5e-4b7b-9b0e-2a6f4c1d9e11","transaction_status":"capture","fraud_status":"accept",'
-    b'"payment_type":"credit_card","currency":"IDR","transaction_time":"2024-05-01 10:00:00"}'
+from payloads import GATEWAY_ANSWER
+
+_OK = b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n%s" % (
+    len(GATEWAY_ANSWER),
+    GATEWAY_ANSWER,
 )
-_OK = b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n%s" % (len(_ANSWER), _ANSWER)
 _NOT_FOUND = b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n\r\n"
 
 
