@@ -213,12 +213,20 @@ def spread(values: Sequence[float], fmt: str) -> str:
 
 
 def _paired(by_round: dict[tuple[int, str], Run], rounds: Sequence[int], fn: Any, *needed: str) -> list[float]:
-    """``fn`` of the runs of ``needed`` setups, for each round that has them all (ratios within one round)."""
-    return [
+    """``fn`` of the runs of ``needed`` setups, for each round that has them all (ratios within one round); rounds
+    where ``fn`` gives ``None`` are left out."""
+    values = [
         fn(*(by_round[(number, s)] for s in needed))
         for number in rounds
         if all((number, s) in by_round for s in needed)
     ]
+    return [v for v in values if v is not None]
+
+
+def _share(gotrails: Run, otel: Run, none: Run) -> float | None:
+    """gotrails' CPU per request as a percentage of what OTel adds; none when OTel added nothing measurable."""
+    added = otel.cpu_us - none.cpu_us
+    return (gotrails.cpu_us - otel.cpu_us) / added * 100 if added > 0 else None
 
 
 def report(runs: list[Run], frameworks: Sequence[str], setups: Sequence[str]) -> None:
@@ -251,9 +259,7 @@ def report(runs: list[Run], frameworks: Sequence[str], setups: Sequence[str]) ->
                 f"adds {spread(added, ',.0f')} us CPU/request"
             )
             if "none" in setups:
-                share = paired(
-                    lambda g, o, n: (g.cpu_us - o.cpu_us) / (o.cpu_us - n.cpu_us) * 100, "gotrails", "otel", "none"
-                )
+                share = paired(_share, "gotrails", "otel", "none")
                 print(f"  gotrails CPU/request as a share of what OTel adds: {spread(share, '.0f')} % (target <= 25 %)")
 
 
