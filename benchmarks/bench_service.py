@@ -146,6 +146,8 @@ def run_once(
     process = subprocess.Popen(server_command(framework, port, args.threads), env=env)
     try:
         wait_healthy(port, process)
+        if args.long:
+            print(f"  {framework}/{setup}: server pid {process.pid} (py-spy can attach to it now)", flush=True)
         client = [sys.executable, str(HERE / "load_client.py"), "--port", str(port), "--pid", str(process.pid)]
         client += ["--connections", str(args.connections)]
         if args.long:
