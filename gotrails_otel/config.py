@@ -132,6 +132,17 @@ class TrailConfig:
         self._check(
             self.mask_field_rule is None or callable(self.mask_field_rule), "mask_field_rule", "must be callable"
         )
+        unknown_removals = sorted(
+            entry
+            for entry in self.mask_patterns
+            if re.fullmatch(r"-\w+", entry) and entry[1:] not in DEFAULT_VALUE_PATTERNS
+        )
+        self._check(
+            not unknown_removals,
+            "mask_patterns",
+            f"{unknown_removals} remove no default detector; the defaults are {sorted(DEFAULT_VALUE_PATTERNS)} (URL "
+            "userinfo and signatures are always masked); write a pattern that starts with '-' as '[-]…'",
+        )
         try:
             self.policy()
         except re.error as exc:
