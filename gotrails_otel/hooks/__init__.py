@@ -56,6 +56,13 @@ LIBRARIES: tuple[Library, ...] = (
     Library("grpc_server", "opentelemetry.instrumentation.grpc:GrpcInstrumentorServer", "grpc", None),
     Library("grpc_aio_client", "opentelemetry.instrumentation.grpc:GrpcAioInstrumentorClient", "grpc"),
     Library("kafka", "opentelemetry.instrumentation.kafka:KafkaInstrumentor", "kafka"),
+    Library("django", "opentelemetry.instrumentation.django:DjangoInstrumentor", "django"),
+    Library("requests", "opentelemetry.instrumentation.requests:RequestsInstrumentor", "requests"),
+    Library("urllib3", "opentelemetry.instrumentation.urllib3:URLLib3Instrumentor", "urllib3"),
+    Library("psycopg", "opentelemetry.instrumentation.psycopg:PsycopgInstrumentor", "dbapi"),
+    Library("psycopg2", "opentelemetry.instrumentation.psycopg2:Psycopg2Instrumentor", "dbapi"),
+    Library("sqlite3", "opentelemetry.instrumentation.sqlite3:SQLite3Instrumentor", "dbapi"),
+    Library("asyncpg", "opentelemetry.instrumentation.asyncpg:AsyncPGInstrumentor", "asyncpg"),
 )
 """The libraries gotrails captures payloads for, in the order they are instrumented."""
 
@@ -92,6 +99,9 @@ def instrument_libraries(tracer_provider: Any = None) -> list[str]:
         except ImportError:
             continue  # the instrumentation (or its library) is not installed
         hooks = library.hooks_module()
+        applies = getattr(hooks, "applies", None)
+        if applies is not None and not applies():
+            continue  # e.g. Django installed in a process that runs no Django project
         if library.name == "sqlalchemy" and (problem := hooks.support_problem()) is not None:
             if problem != "SQLAlchemy is not installed":
                 _report_once("sqlalchemy", "gotrails: %s", problem)
