@@ -63,6 +63,12 @@ LIBRARIES: tuple[Library, ...] = (
     Library("psycopg2", "opentelemetry.instrumentation.psycopg2:Psycopg2Instrumentor", "dbapi"),
     Library("sqlite3", "opentelemetry.instrumentation.sqlite3:SQLite3Instrumentor", "dbapi"),
     Library("asyncpg", "opentelemetry.instrumentation.asyncpg:AsyncPGInstrumentor", "asyncpg"),
+    Library(
+        "aiohttp-client", "opentelemetry.instrumentation.aiohttp_client:AioHttpClientInstrumentor", "aiohttp_client"
+    ),
+    Library(
+        "aiohttp-server", "opentelemetry.instrumentation.aiohttp_server:AioHttpServerInstrumentor", "aiohttp_server"
+    ),
 )
 """The libraries gotrails captures payloads for, in the order they are instrumented."""
 
