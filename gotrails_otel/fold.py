@@ -184,6 +184,7 @@ def _classify(span: ReadableSpan, attrs: Mapping[str, Any]) -> str | None:
 
 
 _SQLALCHEMY_SCOPE = "opentelemetry.instrumentation.sqlalchemy"
+_CELERY_SCOPE = "opentelemetry.instrumentation.celery"
 
 
 def _scope(span: ReadableSpan) -> str:
@@ -215,6 +216,8 @@ def _same_statement(
 
 
 def _entry_kind(root: ReadableSpan, attrs: Mapping[str, Any]) -> str:
+    if _scope(root) == _CELERY_SCOPE:
+        return "task"  # a Celery task run (its attributes name the broker queue as a messaging destination)
     if attrs.get("rpc.system") == "grpc":
         return "grpc"
     if sc.first(attrs, sc.HTTP_METHOD) is not None:

@@ -69,6 +69,7 @@ LIBRARIES: tuple[Library, ...] = (
     Library(
         "aiohttp-server", "opentelemetry.instrumentation.aiohttp_server:AioHttpServerInstrumentor", "aiohttp_server"
     ),
+    Library("celery", "opentelemetry.instrumentation.celery:CeleryInstrumentor", "celery"),
 )
 """The libraries gotrails captures payloads for, in the order they are instrumented."""
 
