@@ -98,12 +98,17 @@ def test_django_view_orm_and_requests_call(
     apps: Callable[..., AppProcess],
     upstream: ThreadServer,
     postgres_service: Any,
+    redis_service: Any,
     tmp_path: Path,
     server: str,
     backend: str,
     mode: str,
 ) -> None:
-    env = {**_database_env(backend, postgres_service, tmp_path), "UPSTREAM_URL": upstream.url}
+    env = {
+        **_database_env(backend, postgres_service, tmp_path),
+        "UPSTREAM_URL": upstream.url,
+        "CELERY_BROKER": redis_service.url,
+    }
     if MODES[mode]:
         env["OTEL_SEMCONV_STABILITY_OPT_IN"] = MODES[mode]
     service = _start(apps, server, env, tmp_path)
@@ -148,6 +153,11 @@ def test_django_view_orm_and_requests_call(
         "headers": call["response"]["headers"],
         "body": {"transaction_id": "trx-1", "order_id": pid},
     }
+
+    (task,) = [i for i in created["integrations"] if i["name"] == "shop.send_receipt"]
+    assert task["type"] == "custom" and task["request"]["action"] == "apply_async"
+    assert task["request"]["args"] == [pid]
+    assert task["request"]["kwargs"] == {"email": "user@example.com", "password": "***"}
 
     assert fetched["request"]["route"] == "api/payments/<str:pid>"
     assert fetched["response"]["body"] == {"payment_id": pid, "amount": 150000}

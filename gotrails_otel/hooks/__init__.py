@@ -70,6 +70,9 @@ LIBRARIES: tuple[Library, ...] = (
         "aiohttp-server", "opentelemetry.instrumentation.aiohttp_server:AioHttpServerInstrumentor", "aiohttp_server"
     ),
     Library("celery", "opentelemetry.instrumentation.celery:CeleryInstrumentor", "celery"),
+    Library(
+        "confluent_kafka", "opentelemetry.instrumentation.confluent_kafka:ConfluentKafkaInstrumentor", "confluent_kafka"
+    ),
 )
 """The libraries gotrails captures payloads for, in the order they are instrumented."""
 
