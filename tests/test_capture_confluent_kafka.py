@@ -34,14 +34,11 @@ def apps(tmp_path: Path) -> Iterator[Callable[..., AppProcess]]:
     yield from start_apps(tmp_path)
 
 
-@pytest.fixture(scope="module")
-def instrumented() -> Iterator[None]:
-    """Instrumented once for the module: the contrib instrumentation's uninstrument() leaves its consume() and
-    close() wrappers in place, so instrumenting again would stack a second pair (its messaging attributes do not
-    depend on OTEL_SEMCONV_STABILITY_OPT_IN, like kafka-python's)."""
+@pytest.fixture
+def instrumented(semconv: str) -> Iterator[str]:
     ConfluentKafkaInstrumentor().instrument()
     ck_hooks.install()
-    yield
+    yield semconv
     ck_hooks.uninstall()
     ConfluentKafkaInstrumentor().uninstrument()
 
@@ -69,7 +66,7 @@ def _no_secrets(trails: list[dict[str, Any]]) -> None:
 
 
 def test_produce_records_key_value_headers_partition_and_offset(
-    harness: TrailHarness, instrumented: None, kafka_service: Any
+    harness: TrailHarness, instrumented: str, kafka_service: Any
 ) -> None:
     topic = f"payment.created.{uuid.uuid4().hex[:8]}"
     producer = _producer(kafka_service)
@@ -105,7 +102,7 @@ def test_produce_records_key_value_headers_partition_and_offset(
     _no_secrets([trail])
 
 
-def test_produce_error(harness: TrailHarness, instrumented: None, kafka_service: Any) -> None:
+def test_produce_error(harness: TrailHarness, instrumented: str, kafka_service: Any) -> None:
     producer = _producer(kafka_service, **{"message.max.bytes": 1000})
     with _root(harness), pytest.raises(confluent_kafka.KafkaException):
         producer.produce("too-big", value=b"x" * 4096)
@@ -118,7 +115,7 @@ def test_produce_error(harness: TrailHarness, instrumented: None, kafka_service:
 
 
 def test_consumer_poll_loop_processing_belongs_to_the_record_trail(
-    harness: TrailHarness, instrumented: None, kafka_service: Any
+    harness: TrailHarness, instrumented: str, kafka_service: Any
 ) -> None:
     topic = f"orders.{uuid.uuid4().hex[:8]}"
     producer = _producer(kafka_service)
@@ -156,7 +153,7 @@ def test_consumer_poll_loop_processing_belongs_to_the_record_trail(
     _no_secrets(trails)
 
 
-def test_consume_batches_are_trails(harness: TrailHarness, instrumented: None, kafka_service: Any) -> None:
+def test_consume_batches_are_trails(harness: TrailHarness, instrumented: str, kafka_service: Any) -> None:
     topic = f"refunds.{uuid.uuid4().hex[:8]}"
     producer = _producer(kafka_service)
     for n in range(3):
@@ -177,6 +174,16 @@ def test_consume_batches_are_trails(harness: TrailHarness, instrumented: None, k
     for trail in trails:
         assert trail["request"]["action"] == "consume" and trail["request"]["topic"] == topic
         assert [s["name"] for s in trail["internal_steps"]] == ["Refund"]
+
+
+def test_instrumenting_again_leaves_one_consume_wrapper(instrumented: str) -> None:
+    # The contrib uninstrument() leaves consume()/close() wrapped; install() cuts out the stale copies.
+    for name in ("consume", "close"):
+        wrapper = vars(confluent_kafka.Consumer)[name]
+        depth = 0
+        while hasattr(wrapper, "__wrapped__"):
+            depth, wrapper = depth + 1, wrapper.__wrapped__
+        assert depth == 1, name
 
 
 def test_worker_under_opentelemetry_instrument(apps: Callable[..., AppProcess], kafka_service: Any) -> None:

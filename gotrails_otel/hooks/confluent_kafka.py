@@ -43,6 +43,7 @@ def instrumentor_kwargs() -> dict[str, Any]:
 
 def install() -> bool:
     """Wrap the instrumentation's produce, poll and consume; ``False`` when it is not installed."""
+    _drop_stale_wrappers()
     ok = _wrap.wrap(_MODULE, _PRODUCE, _wrap_produce)
     _wrap.wrap(_MODULE, _POLL, _wrap_receive)
     _wrap.wrap(_MODULE, _CONSUME, _wrap_receive)
@@ -53,6 +54,28 @@ def uninstall() -> None:
     """Remove the wrappers."""
     for name in (_PRODUCE, _POLL, _CONSUME):
         _wrap.unwrap(_MODULE, name)
+
+
+@guard
+def _drop_stale_wrappers() -> None:
+    """The instrumentation's ``uninstrument()`` leaves its ``consume``/``close`` wrappers on the consumer class, so
+    instrumenting again stacks a second pair: each ``consume()`` would then open two spans and leak one context.
+    Keep the outermost wrapper of each and cut out the stale copies below it."""
+    import importlib
+
+    consumer = getattr(importlib.import_module(_MODULE), "AutoInstrumentedConsumer", None)
+    for name in ("consume", "close"):
+        outer = vars(consumer).get(name) if consumer is not None else None
+        kind = getattr(getattr(outer, "_self_wrapper", None), "__name__", None)
+        if kind is None:
+            continue
+        parent, current = outer, outer.__wrapped__
+        while hasattr(current, "_self_wrapper") and hasattr(current, "__wrapped__"):
+            if getattr(current._self_wrapper, "__name__", None) == kind:
+                parent.__wrapped__ = current.__wrapped__
+            else:
+                parent = current
+            current = parent.__wrapped__
 
 
 def _arg(args: tuple[Any, ...], kwargs: dict[str, Any], name: str, position: int) -> Any:
