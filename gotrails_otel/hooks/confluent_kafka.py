@@ -65,11 +65,12 @@ def _drop_stale_wrappers() -> None:
 
     consumer = getattr(importlib.import_module(_MODULE), "AutoInstrumentedConsumer", None)
     for name in ("consume", "close"):
-        outer = vars(consumer).get(name) if consumer is not None else None
+        outer: Any = vars(consumer).get(name) if consumer is not None else None
         kind = getattr(getattr(outer, "_self_wrapper", None), "__name__", None)
         if kind is None:
             continue
-        parent, current = outer, outer.__wrapped__
+        parent: Any = outer
+        current: Any = outer.__wrapped__
         while hasattr(current, "_self_wrapper") and hasattr(current, "__wrapped__"):
             if getattr(current._self_wrapper, "__name__", None) == kind:
                 parent.__wrapped__ = current.__wrapped__
