@@ -207,4 +207,8 @@ def test_worker_under_opentelemetry_instrument(apps: Callable[..., AppProcess], 
     assert trail["request"]["value"] == {"payment_id": "pay-123", "card_number": "***"}
     assert [s["name"] for s in trail["internal_steps"]] == ["HandlePaymentCreated"]
     assert trail["metadata"] == {"key": "pay-123"}
+    (ack,) = trail["integrations"]  # produced while handling the record: part of its trail
+    assert ack["type"] == "kafka" and ack["name"] == f"{topic}.ack"
+    assert ack["request"]["key"] == "pay-123" and ack["request"]["value"] == {"ack": True}
+    assert ack["response"] == {"partition": 0, "offset": 0}
     _no_secrets([trail])

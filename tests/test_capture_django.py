@@ -175,15 +175,19 @@ def test_django_uploads_streams_files_and_failures(
     assert upload.json() == {"name": "receipt.txt", "size": 29, "note": "password=hunter2"}
     raw = httpx.post(f"{service.url}/api/raw", files=files, timeout=30)
     assert raw.json() == {"files": ["receipt"], "raw": None}  # the application's own RawPostDataException path
+    both = httpx.post(f"{service.url}/api/body-then-files", files=files, timeout=30).json()
+    assert both["files"] == ["receipt"] and both["size"] > 29
     assert httpx.get(f"{service.url}/api/stream", timeout=30).text == "line-0\nline-1\nline-2\n"
     assert httpx.get(f"{service.url}/api/file", timeout=30).content == b"%PDF-1.4 receipt"
     assert httpx.get(f"{service.url}/api/fail", timeout=30).status_code == 500
-    trails = {t["request"]["path"]: t for t in service.trails(5)}
+    trails = {t["request"]["path"]: t for t in service.trails(6)}
 
     uploaded = trails["/api/upload"]["request"]["body"]
     assert uploaded["files"] == [{"field": "receipt", "name": "receipt.txt", "content_type": "text/plain", "size": 29}]
     assert uploaded["fields"] == {"note": "password=***"}
     assert trails["/api/raw"]["response"]["body"] == {"files": ["receipt"], "raw": None}
+    assert trails["/api/raw"]["request"]["body"]["files"][0]["name"] == "receipt.txt"
+    assert trails["/api/body-then-files"]["request"]["body"]["files"][0]["size"] == 29
     assert trails["/api/stream"]["response"]["body"]["$streamed"] is True
     assert trails["/api/file"]["response"]["body"]["$streamed"] is True
     assert trails["/api/file"]["response"]["headers"]["content-type"] == ["application/pdf"]

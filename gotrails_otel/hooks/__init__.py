@@ -4,7 +4,8 @@ Each module offers ``instrumentor_kwargs()`` — the hook arguments to pass to t
 (``HTTPXClientInstrumentor().instrument(**gotrails_otel.hooks.httpx.instrumentor_kwargs())``) — and, where a hook
 alone cannot see a payload, ``install()``/``uninstall()`` for a small wrapper (an httpx ``send`` wrapper for response
 bodies, SQLAlchemy engine listeners for arguments and row counts, a gRPC server interceptor, …). Hooks write into
-the capture store of the trail that owns the span; they never raise into the application.
+the capture store of the trail that owns the span; they never raise into the application. A module may offer
+``applies()``: when it returns ``False`` the library is left alone in this process (Django without settings).
 
 :func:`instrument_libraries` does all of it for every supported library that is installed.
 """

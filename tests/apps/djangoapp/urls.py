@@ -7,6 +7,7 @@ urlpatterns = [
     path("api/payments/<str:pid>", views.get_payment),
     path("api/upload", views.upload),
     path("api/raw", views.raw_after_files),
+    path("api/body-then-files", views.body_then_files),
     path("api/stream", views.stream),
     path("api/file", views.file),
     path("api/fail", views.fail),

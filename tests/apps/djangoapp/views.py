@@ -53,6 +53,12 @@ def upload(request):
 
 
 @csrf_exempt
+def body_then_files(request):
+    size = len(request.body)  # the raw body first: Django then parses the upload from memory
+    return JsonResponse({"size": size, "files": list(request.FILES)})
+
+
+@csrf_exempt
 def raw_after_files(request):
     files = list(request.FILES)
     try:
