@@ -21,10 +21,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     demo.add_argument(
         "--output", metavar="PATH", help="where to append the trails as JSON lines (default: a temp file)"
     )
+    from .view import add_arguments as add_view_arguments
+
+    add_view_arguments(
+        commands.add_parser(
+            "view",
+            help="show trails from JSON lines: a waterfall in the terminal, --json, or --html OUT",
+            description="Show trails from JSON lines (files, rotated files, stdin) as a waterfall in the terminal, "
+            "pass the selected ones on unchanged (--json), or write one self-contained HTML page (--html OUT). "
+            "Lines that are not trails are reported on stderr and skipped.",
+        )
+    )
     args = parser.parse_args(argv)
     if args.command == "schema":
         sys.stdout.write(json.dumps(trail_schema(), indent=2) + "\n")
         return 0
+    if args.command == "view":
+        from .view import run as run_view
+
+        return run_view(args)
     if args.command == "demo":
         from .demo.run import main as run_demo
 

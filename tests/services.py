@@ -12,6 +12,7 @@ import contextlib
 import os
 import shutil
 import subprocess
+import sysconfig
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -103,15 +104,35 @@ def rotel_binary() -> str | None:
     return path if os.path.exists(path) else None
 
 
+def rotel_environment() -> dict[str, str]:
+    """The environment rotel runs in: its wheel links the running interpreter's ``libpython3.X.so``, which a
+    shared build of Python (pyenv, Debian) keeps in ``LIBDIR``, often outside the loader's default path."""
+    env = dict(os.environ)
+    libdir = sysconfig.get_config_var("LIBDIR")
+    if sysconfig.get_config_var("Py_ENABLE_SHARED") and libdir:
+        env["LD_LIBRARY_PATH"] = os.pathsep.join(p for p in (libdir, env.get("LD_LIBRARY_PATH")) if p)
+    return env
+
+
+def _rotel_runs(binary: str, env: dict[str, str]) -> str | None:
+    """``None`` when the collector starts here, else why it cannot (e.g. a Python built without libpython)."""
+    probe = subprocess.run([binary, "version"], capture_output=True, text=True, env=env, timeout=30, check=False)
+    return None if probe.returncode == 0 else (probe.stderr.strip() or f"exit code {probe.returncode}")
+
+
 @contextlib.contextmanager
 def otel_collector(kafka: Service) -> Iterator[Service]:
     """rotel, an OpenTelemetry collector: OTLP (gRPC and HTTP) in, JSON to Kafka topics ``otlp_logs`` etc. out."""
     binary = _need(rotel_binary(), "the rotel collector (pip package rotel)")
+    env = rotel_environment()
+    problem = _rotel_runs(binary, env)
+    if problem is not None:
+        pytest.skip(f"the rotel collector cannot run with this interpreter: {problem}")
     grpc_port, http_port = free_port(), free_port()
     command = [
         *(binary, "start", "--otlp-grpc-endpoint", f"127.0.0.1:{grpc_port}"),
         *("--otlp-http-endpoint", f"127.0.0.1:{http_port}", "--exporter", "kafka"),
         *("--kafka-exporter-brokers", kafka.url, "--kafka-exporter-format", "json"),
     ]
-    with servers.process_server(command, http_port, f"http://127.0.0.1:{http_port}") as collector:
+    with servers.process_server(command, http_port, f"http://127.0.0.1:{http_port}", env=env) as collector:
         yield collector

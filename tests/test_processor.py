@@ -18,6 +18,7 @@ from opentelemetry.trace import SpanKind
 import gotrails_otel as gt
 
 from .conftest import TrailHarness
+from .forking import fork, requires_fork
 from .instrumentation import remote_parent
 
 
@@ -285,7 +286,7 @@ def test_no_request_thread_waits_for_the_flush(make_harness: Any) -> None:
     assert h.processor.force_flush(5000)
 
 
-@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+@requires_fork
 def test_forked_child_gets_fresh_buffers_and_lock(harness: TrailHarness, tmp_path: Any) -> None:
     # Another thread holds the processor's lock at fork(): the child must not inherit a lock that stays held.
     holding = threading.Event()
@@ -302,7 +303,7 @@ def test_forked_child_gets_fresh_buffers_and_lock(harness: TrailHarness, tmp_pat
     holding.wait(5)
 
     out = tmp_path / "child.json"
-    pid = os.fork()
+    pid = fork()
     if pid == 0:  # child
         code = 1
         try:

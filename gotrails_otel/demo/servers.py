@@ -10,7 +10,7 @@ import subprocess
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -107,9 +107,9 @@ def kafka_broker() -> Iterator[Server]:
 
 
 @contextlib.contextmanager
-def process_server(command: list[str], port: int, url: str) -> Iterator[Server]:
+def process_server(command: list[str], port: int, url: str, env: Mapping[str, str] | None = None) -> Iterator[Server]:
     """Run ``command`` (a server that listens on ``port``) until the block ends, then stop it."""
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
     try:
         wait_port(port)
         yield Server(port, process.pid, url)
