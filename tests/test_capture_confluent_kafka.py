@@ -80,10 +80,11 @@ def test_produce_records_key_value_headers_partition_and_offset(
             partition=0,
             on_delivery=lambda error, message: delivered.append(message.offset()),
         )
-        producer.produce(topic, b"\xff\x00binary", b"pay-124", 0)  # positional value, key, partition
+        # positional value, key, partition and delivery callback
+        producer.produce(topic, b"\xff\x00binary", b"pay-124", 0, lambda error, message: delivered.append(-1))
     # The root ended before the broker answered; the trail waits for the offsets (served by flush()).
     assert producer.flush(10) == 0
-    assert delivered == [0]  # the application's own delivery callback still runs
+    assert delivered == [0, -1]  # the application's own delivery callbacks still run
     trail = harness.one()
     first, second = trail["integrations"]
     assert first["type"] == "kafka" and first["name"] == topic

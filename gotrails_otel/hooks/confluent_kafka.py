@@ -137,12 +137,12 @@ def _prepare(
         },
     )
     release = target.hold()
-    original = kwargs.get("on_delivery", kwargs.get("callback"))
-    if original is None and len(args) > 4:
-        original = args[4]
-        args = (*args[:4], None, *args[5:])
-    kwargs = {k: v for k, v in kwargs.items() if k != "callback"}
-    kwargs["on_delivery"] = _delivered(target, release, original)
+    if len(args) > 4:  # produce(topic, value, key, partition, on_delivery, ...)
+        args = (*args[:4], _delivered(target, release, args[4]), *args[5:])
+    else:
+        original = kwargs.get("on_delivery", kwargs.get("callback"))
+        kwargs = {k: v for k, v in kwargs.items() if k != "callback"}
+        kwargs["on_delivery"] = _delivered(target, release, original)
     return target, release, args, kwargs
 
 
