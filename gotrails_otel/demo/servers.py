@@ -70,13 +70,20 @@ def redis_server() -> Iterator[Server]:
         )
         wait_port(port)
         deadline = time.monotonic() + 5
-        while not pidfile.exists() and time.monotonic() < deadline:
+        while time.monotonic() < deadline and not _read(pidfile).isdigit():  # created before it is written
             time.sleep(0.02)
-        pid = int(pidfile.read_text().strip())
+        pid = int(_read(pidfile))
         try:
             yield Server(port, pid, f"redis://127.0.0.1:{port}/0")
         finally:
             _stop(pid)
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text().strip()
+    except FileNotFoundError:
+        return ""
 
 
 def tansu_binary() -> str | None:
