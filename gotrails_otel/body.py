@@ -1,4 +1,12 @@
-"""Decoding of captured bodies into trail values. Never raises: every input gives a well-defined value."""
+"""Decoding of captured bodies into trail values. Never raises: every input gives a well-defined value.
+
+JSON, ``application/x-www-form-urlencoded`` and ``multipart/form-data`` bodies become structure, so that the masking
+policy masks them by key. A body cut at ``GOTRAILS_MAX_BODY_BYTES`` keeps its structure too: the kept prefix of a
+JSON body is parsed tolerantly (``jiter``'s partial mode), a cut form or multipart body is parsed up to the cut, and
+the result is marked ``{"$truncated": {"size", "kept", "value"}}``; other cut bodies keep their text
+(``{"$truncated": {"size", "kept", "text"}}``). File parts of a multipart body are recorded as
+``{"filename", "content_type", "size"}``, never with their content.
+"""
 
 from __future__ import annotations
 
@@ -13,13 +21,14 @@ from ._json import binary_summary
 __all__ = ["decode_body"]
 
 _MAX_INFLATED = 1 << 20
+_MULTIPART_FIELD_MAX = 65_536  # characters kept of one text field of a multipart body
 
 
 def decode_body(raw: bytes, content_type: str | None, content_encoding: str | None, total: int) -> Any:
     """The trail value of a body: JSON, form fields or text by content type; binary as size and hash.
 
     ``total`` is the body's full size; when only ``len(raw)`` bytes were kept the value is marked
-    ``{"$truncated": {...}}`` with the part that could be decoded as text.
+    ``{"$truncated": {...}}`` with what could be decoded of the kept part.
     """
     if not raw and total == 0:
         return None
@@ -30,10 +39,23 @@ def decode_body(raw: bytes, content_type: str | None, content_encoding: str | No
         if inflated is None:
             return {"$undecodable": {"encoding": encoding, **binary_summary(raw)["$binary"]}}
         raw = inflated
-    mime, charset = _content_type(content_type)
+    mime, params = _content_type(content_type)
+    charset = params.get("charset", "utf-8")
+    json_like = mime.endswith("json") or (not mime and raw[:1] in (b"{", b"["))
     if truncated:
+        value: Any = _NOTHING
+        if encoding in ("", "identity"):
+            if json_like or (mime.startswith("text/") and raw.lstrip()[:1] in (b"{", b"[")):
+                value = _partial_json(raw)
+            elif mime == "application/x-www-form-urlencoded":
+                text = _text(raw, charset, partial=True)
+                value = dict(_form(text)) if isinstance(text, str) else _NOTHING
+            elif mime == "multipart/form-data":
+                value = _multipart(raw, params.get("boundary"), charset)
+        if value is not _NOTHING:
+            return {"$truncated": {"size": total, "kept": len(raw), "value": value}}
         return {"$truncated": {"size": total, "kept": len(raw), "text": _text(raw, charset, partial=True)}}
-    if mime.endswith("json") or mime.endswith("+json") or (not mime and raw[:1] in (b"{", b"[")):
+    if json_like:
         try:
             return orjson.loads(raw)
         except orjson.JSONDecodeError:
@@ -42,30 +64,152 @@ def decode_body(raw: bytes, content_type: str | None, content_encoding: str | No
         text = _text(raw, charset)
         if isinstance(text, str):
             return dict(_form(text))
+    if mime == "multipart/form-data":
+        return _multipart(raw, params.get("boundary"), charset)
     return _text(raw, charset)
+
+
+class _Nothing:
+    pass
+
+
+_NOTHING: Any = _Nothing()
+
+
+def _partial_json(raw: bytes) -> Any:
+    """The kept prefix of a cut JSON document as structure (incomplete trailing strings kept as far as they go), or
+    ``_NOTHING`` when it is not the start of a JSON document."""
+    import jiter
+
+    try:
+        return jiter.from_json(raw, partial_mode="trailing-strings", cache_mode="none")
+    except ValueError:
+        return _NOTHING
 
 
 def _form(text: str) -> list[tuple[str, Any]]:
     fields: dict[str, Any] = {}
     for key, value in parse_qsl(text, keep_blank_values=True):
-        if key in fields:
-            existing = fields[key]
-            fields[key] = [*existing, value] if isinstance(existing, list) else [existing, value]
-        else:
-            fields[key] = value
+        _add(fields, key, value)
     return list(fields.items())
 
 
-def _content_type(value: str | None) -> tuple[str, str]:
+def _add(fields: dict[str, Any], key: str, value: Any) -> None:
+    if key in fields:
+        existing = fields[key]
+        fields[key] = [*existing, value] if isinstance(existing, list) else [existing, value]
+    else:
+        fields[key] = value
+
+
+def _multipart(raw: bytes, boundary: str | None, charset: str) -> Any:
+    """``multipart/form-data`` as ``{name: text}`` with file parts as ``{filename, content_type, size}``.
+
+    Parsed with ``python-multipart``'s streaming parser up to the end of ``raw`` (a cut body yields the parts up to
+    the cut). A body that is not multipart as announced is summarised, never kept as text.
+    """
+    from python_multipart.exceptions import MultipartParseError
+    from python_multipart.multipart import MultipartParser, parse_options_header
+
+    if not boundary or not raw.lstrip(b"\r\n").startswith(b"--" + boundary.encode("latin-1", "replace")):
+        return {"$undecodable": {"encoding": "multipart/form-data", **binary_summary(raw)["$binary"]}}
+    fields: dict[str, Any] = {}
+    state: dict[str, Any] = {}
+
+    def on_part_begin() -> None:
+        state.update(headers={}, field=b"", value=b"", size=0, chunks=[])
+
+    def on_header_field(data: bytes, start: int, end: int) -> None:
+        state["field"] += data[start:end]
+
+    def on_header_value(data: bytes, start: int, end: int) -> None:
+        state["value"] += data[start:end]
+
+    def on_header_end() -> None:
+        state["headers"][state["field"].decode("latin-1").lower()] = state["value"]
+        state["field"], state["value"] = b"", b""
+
+    def on_headers_finished() -> None:
+        _, options = parse_options_header(state["headers"].get("content-disposition", b""))
+        state["options"] = options
+        state["file"] = b"filename" in options
+
+    def on_part_data(data: bytes, start: int, end: int) -> None:
+        size = state["size"]
+        state["size"] = size + end - start
+        if not state.get("file") and size < _MULTIPART_FIELD_MAX * 4:  # a file's content is never kept
+            state["chunks"].append(data[start:end])
+
+    def on_part_end() -> None:
+        _finish_part(fields, state, charset, parse_options_header)
+        state.clear()
+
+    parser = MultipartParser(
+        boundary,
+        {
+            "on_part_begin": on_part_begin,
+            "on_header_field": on_header_field,
+            "on_header_value": on_header_value,
+            "on_header_end": on_header_end,
+            "on_headers_finished": on_headers_finished,
+            "on_part_data": on_part_data,
+            "on_part_end": on_part_end,
+        },
+    )
+    try:
+        parser.write(raw)
+    except MultipartParseError:
+        if not fields:
+            return {"$undecodable": {"encoding": "multipart/form-data", **binary_summary(raw)["$binary"]}}
+        fields["$unparsed"] = True
+        return fields
+    if state.get("headers"):
+        _finish_part(fields, state, charset, parse_options_header)  # the part the cut went through
+    return fields
+
+
+def _finish_part(fields: dict[str, Any], state: dict[str, Any], charset: str, parse_options: Any) -> None:
+    headers = state.get("headers") or {}
+    options = state.get("options")
+    if options is None:
+        _, options = parse_options(headers.get("content-disposition", b""))
+    name = options.get(b"name", b"").decode("utf-8", "replace")
+    filename = options.get(b"filename")
+    content_type = headers.get("content-type")
+    if filename is not None:
+        value: Any = {
+            "filename": filename.decode("utf-8", "replace"),
+            "content_type": content_type.decode("latin-1") if content_type else None,
+            "size": state.get("size", 0),
+        }
+    else:
+        part_charset = charset
+        if content_type:
+            _, part_options = parse_options(content_type)
+            part_charset = part_options.get(b"charset", b"").decode("latin-1") or charset
+        data = b"".join(state.get("chunks") or ())
+        try:
+            value = data.decode(part_charset, "replace")
+        except LookupError:
+            value = data.decode("utf-8", "replace")
+        if len(value) > _MULTIPART_FIELD_MAX:
+            value = value[:_MULTIPART_FIELD_MAX]
+    _add(fields, name, value)
+
+
+def _content_type(value: str | None) -> tuple[str, dict[str, str]]:
     if not value:
-        return "", "utf-8"
-    mime, _, params = value.partition(";")
-    charset = "utf-8"
-    for param in params.split(";"):
+        return "", {}
+    mime, _, raw_params = value.partition(";")
+    params: dict[str, str] = {}
+    for param in raw_params.split(";"):
         key, _, val = param.partition("=")
-        if key.strip().lower() == "charset" and val.strip():
-            charset = val.strip().strip('"').lower()
-    return mime.strip().lower(), charset
+        key = key.strip().lower()
+        if key and val.strip():
+            params[key] = val.strip().strip('"')
+    if "charset" in params:
+        params["charset"] = params["charset"].lower()
+    return mime.strip().lower(), params
 
 
 def _text(raw: bytes, charset: str, partial: bool = False) -> Any:

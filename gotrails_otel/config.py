@@ -66,11 +66,16 @@ class TrailConfig:
             (``GOTRAILS_HTTP_NAMES="api.midtrans.com/v2/charge*=midtrans.charge,..."``).
         capture_cache_values: record cache values (Redis ``SET`` values and ``GET`` replies), not only keys and
             reply status (``GOTRAILS_CAPTURE_CACHE_VALUES``).
-        mask_keys: sensitive keys to add to the defaults, or ``-key`` to remove one (``GOTRAILS_MASK_KEYS``).
+        mask_keys: sensitive keys to add to the defaults, or ``-key`` to remove one (``GOTRAILS_MASK_KEYS``). An added
+            key of four characters or more is masked wherever a key contains it; a shorter one when it is a word of
+            a key or the whole key. The defaults are in :mod:`gotrails_otel.maskrules` and the README.
         mask_patterns: regular expressions whose matches are masked in every string, or ``-name`` to remove a default
-            (``bearer``, ``basic``, ``jwt``, ``url_password``, ``card``) (``GOTRAILS_MASK_PATTERNS``, a JSON array or
-            one expression).
+            value detector (``bearer``, ``basic``, ``authorization``, ``password_phrase``, ``jwt``, ``card``,
+            ``github``, ``private_key``, ``aws_access_key_id``, ``slack``, ``stripe``, ``google_api_key``: see
+            :data:`gotrails_otel.maskrules.DETECTORS`) (``GOTRAILS_MASK_PATTERNS``, a JSON array or one expression).
         mask_field_rule: ``rule(path, value)`` returning the value to keep, for custom rules (code only).
+        mask_client_ip: mask the values of client-IP headers (``x-forwarded-for``, ``x-real-ip``, ``forwarded``,
+            …: personal data); off by default, so they are kept (``GOTRAILS_MASK_CLIENT_IP``).
         headers_allow / headers_deny: HTTP headers to add to the allow-list (``*`` keeps all) or to drop
             (``GOTRAILS_HEADERS_ALLOW``, ``GOTRAILS_HEADERS_DENY``).
         max_depth, max_items, max_string_length: structure limits inside payloads (``GOTRAILS_MAX_DEPTH``,
@@ -96,6 +101,7 @@ class TrailConfig:
     mask_keys: tuple[str, ...] = ()
     mask_patterns: tuple[str, ...] = ()
     mask_field_rule: Callable[[tuple[str, ...], Any], Any] | None = None
+    mask_client_ip: bool = False
     headers_allow: tuple[str, ...] = ()
     headers_deny: tuple[str, ...] = ()
     max_depth: int = 32
@@ -125,6 +131,17 @@ class TrailConfig:
         self._check(self.max_trail_bytes >= 1024, "max_trail_bytes", "must be >= 1024")
         self._check(
             self.mask_field_rule is None or callable(self.mask_field_rule), "mask_field_rule", "must be callable"
+        )
+        unknown_removals = sorted(
+            entry
+            for entry in self.mask_patterns
+            if re.fullmatch(r"-\w+", entry) and entry[1:] not in DEFAULT_VALUE_PATTERNS
+        )
+        self._check(
+            not unknown_removals,
+            "mask_patterns",
+            f"{unknown_removals} remove no default detector; the defaults are {sorted(DEFAULT_VALUE_PATTERNS)} (URL "
+            "userinfo and signatures are always masked); write a pattern that starts with '-' as '[-]…'",
         )
         try:
             self.policy()
@@ -174,6 +191,7 @@ class TrailConfig:
             allowed_headers=allowed,
             denied_headers=frozenset(h.lower() for h in self.headers_deny),
             field_rule=self.mask_field_rule,
+            mask_client_ip=self.mask_client_ip,
             max_depth=self.max_depth,
             max_items=self.max_items,
             max_string=self.max_string_length,
@@ -221,6 +239,7 @@ class TrailConfig:
         read("GOTRAILS_CAPTURE_CACHE_VALUES", "capture_cache_values", _parse_bool)
         read("GOTRAILS_MASK_KEYS", "mask_keys", _parse_names)
         read("GOTRAILS_MASK_PATTERNS", "mask_patterns", _parse_patterns)
+        read("GOTRAILS_MASK_CLIENT_IP", "mask_client_ip", _parse_bool)
         read("GOTRAILS_HEADERS_ALLOW", "headers_allow", _parse_list)
         read("GOTRAILS_HEADERS_DENY", "headers_deny", _parse_list)
         read("GOTRAILS_MAX_DEPTH", "max_depth", _parse_int)

@@ -1,28 +1,45 @@
 """Masking and size limits, applied to every trail before it leaves the process.
 
-The policy is on by default. It masks, as ``***``:
+The policy is on by default. Its tables live in :mod:`gotrails_otel.maskrules`; it masks, as ``***``:
 
-* values under sensitive keys, matched case-insensitively and ignoring ``-``, ``_``, ``.`` and spaces, at any depth:
-  headers, query strings, JSON and form bodies, SQL arguments (also positional ones bound to a sensitive column
-  when the statement shows it), Kafka keys/values, gRPC messages and metadata, and metadata fields;
-* ``key=value`` and ``"key": "value"`` pairs with a sensitive key inside any text (a truncated JSON body, a query
-  string, a log-like message);
-* values that look like secrets whatever their key: bearer and basic credentials, JWTs, payment card numbers
-  (Luhn-checked), URL passwords, and user-configured regular expressions.
+* values under sensitive keys (matched case-insensitively, ignoring ``-``, ``_``, ``.`` and spaces; a key contains a
+  sensitive name, has a sensitive word, or is one) at any depth: headers, query strings, JSON, form and multipart
+  bodies, SQL arguments, Kafka keys/values, gRPC messages and metadata, Redis arguments and metadata fields;
+* ``key=value`` and ``"key": value`` pairs with a sensitive key inside any text, also when the value is an object or
+  a list (the whole bracketed value) or the text is a cut JSON document;
+* values that look like secrets whatever their key: the detectors of :data:`~gotrails_otel.maskrules.DETECTORS`
+  (bearer/basic credentials, JWTs, payment card numbers — also as JSON numbers —, provider tokens, private keys, …)
+  and user-configured regular expressions;
+* URLs wherever they appear (:mod:`gotrails_otel.urls`): userinfo, OpenTelemetry's signature query keys and sensitive
+  query parameters;
+* SQL: arguments and inline literals bound to a sensitive column (:mod:`gotrails_otel.sqlmask`), and the values
+  that drivers echo in error messages;
+* Redis credential commands and hash fields by name;
+* a string that is itself JSON or form-encoded, as structure (to a bounded depth).
 
-It also drops HTTP headers outside an allow-list (``authorization`` stays, masked), cuts nesting, long lists and long
-strings with markers, and trims the largest payloads first when a trail exceeds its total size.
+Each masked value is counted by kind in the trail's ``redacted`` object (never the matched text). The policy also
+drops HTTP headers outside an allow-list (``authorization`` stays, masked), masks client-IP headers on request,
+cuts nesting, long lists and long strings with markers, and trims the largest payloads first when a trail exceeds
+its total size.
 """
 
 from __future__ import annotations
 
 import logging
 import re
+import threading
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import unquote_plus
 
+import orjson
+
+from . import maskrules
 from ._json import dumps
+from .maskrules import CLIENT_IP_HEADERS, DETECTORS, DRIVER_DUMPS, EXEMPT_KEYS, luhn_valid
+from .sqlmask import SqlMask, analyse, mask_literals
+from .urls import mask_query, mask_url, mask_urls_in_text
 
 __all__ = [
     "DEFAULT_ALLOWED_HEADERS",
@@ -37,41 +54,14 @@ __all__ = [
 _log = logging.getLogger("gotrails_otel")
 MASK = "***"
 
-# Keys matched anywhere inside a normalised key ("user_password", "X-Api-Key", "stripeSecretKey").
-_SUBSTRING_KEYS = (
-    "password",
-    "passwd",
-    "passphrase",
-    "secret",
-    "token",
-    "apikey",
-    "authorization",
-    "cookie",
-    "privatekey",
-    "cardnumber",
-    "creditcard",
-    "ccnumber",
-    "cardno",
-    "cvv",
-    "cvc",
-    "sessionid",
-    "sessionkey",
-    "credential",
-    "signature",
+DEFAULT_SENSITIVE_KEYS: frozenset[str] = frozenset(
+    maskrules.SUBSTRING_KEYS + maskrules.WORD_KEYS + maskrules.EXACT_KEYS
 )
-# Keys matched only as the whole normalised key (they are too short to search inside other words).
-_EXACT_KEYS = ("pwd", "pass", "pan", "pin", "ssn", "otp", "session", "auth", "jwt", "sid", "csrf", "xsrf")
-DEFAULT_SENSITIVE_KEYS: frozenset[str] = frozenset(_SUBSTRING_KEYS + _EXACT_KEYS)
-"""The normalised sensitive keys masked by default."""
+"""The normalised sensitive keys masked by default (see :mod:`gotrails_otel.maskrules` for how each matches)."""
 
-DEFAULT_VALUE_PATTERNS: dict[str, str] = {
-    "bearer": r"(?i)\bbearer\s+[A-Za-z0-9\-._~+/]+=*",
-    "basic": r"(?i)\bbasic\s+[A-Za-z0-9+/]{8,}=*",
-    "jwt": r"\beyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]*",
-    "url_password": r"(?<=://)[^/\s:@]+:[^/\s@]+(?=@)",
-    "card": r"(?<![\d.])[2-6](?:[ -]?\d){12,18}(?![\d.])",
-}
-"""Secret-looking values masked whatever their key; ``card`` matches are masked only when Luhn-valid."""
+DEFAULT_VALUE_PATTERNS: dict[str, str] = {d.name: d.pattern for d in DETECTORS}
+"""The value detectors by name (:data:`~gotrails_otel.maskrules.DETECTORS`); ``card`` matches are masked only when
+Luhn-valid, ``basic`` only when they decode to ``user:password``."""
 
 DEFAULT_ALLOWED_HEADERS: frozenset[str] = frozenset(
     {
@@ -117,19 +107,32 @@ DEFAULT_ALLOWED_HEADERS: frozenset[str] = frozenset(
 (``dropped.headers``)."""
 
 _NORMALISE = re.compile(r"[\s\-_.]+")
-# key=value / "key": value / key: value inside text; the key is tested with Policy.is_sensitive.
+# key=value / "key": value / key: value inside text; the key is tested with Policy.is_sensitive. A value may be a
+# quoted string, an opening bracket (the whole bracketed value is masked) or a bare word.
 _PAIR = re.compile(
-    r"""(?P<lead>(?P<q>["']?)(?P<key>[A-Za-z_][\w.\-]{0,63})(?P=q)\s*[:=]\s*)"""
-    r"""(?P<value>"(?:[^"\\]|\\.)*"?|'[^']*'?|[^\s&,;"'}\]]+)"""
+    r"""(?P<lead>(?P<q>["']?)(?P<key>[A-Za-z_][\w.\-\[\]%]{0,63})(?P=q)\s*[:=]\s*)"""
+    r"""(?P<value>"(?:[^"\\]|\\.)*"?|'[^']*'?|[{\[]|[^\s&,;"'}\]]+)"""
 )
 _ENTRY_PAYLOAD = ("request", "response", "metadata", "error")
 _RESERVE = 256
 _CLEAN_TEXT_MAX = 512
 _CLEAN_CACHE_SIZE = 4096
+_SQL_CACHE_SIZE = 2048
+_NESTED_MAX = 2  # levels of JSON inside a string inside JSON that are masked as structure
 _PAYLOAD_KEYS = ("body", "message", "value", "args", "key", "messages", "commands", "replies")
-_SQL_INSERT = re.compile(r"(?is)\binsert\s+into\s+\S+\s*\(([^)]*)\)\s*values\s*\(([^)]*)\)")
-_SQL_ASSIGN = re.compile(r"""(?i)[`"\[]?(\w+)[`"\]]?\s*(?:=|<>|!=)\s*(\?|%s|\$\d+|:\w+|%\(\w+\)s)""")
 _SQL_PLACEHOLDER = re.compile(r"\?|%s|\$\d+|:\w+|%\(\w+\)s")
+_CARD_INT_MIN = 10**12  # the smallest 13-digit number
+_CARD_INT_MAX = 10**19
+_REDACTED = "\x00"  # prefix of the redaction counts inside the walk's one counter dict
+_KEY_MASKED = _REDACTED + "key"
+_SECRET_COMMANDS = frozenset({"AUTH"})
+_CONFIG_SECRETS = frozenset({"requirepass", "masterauth", "tls-key-file-pass", "tls-client-key-file-pass"})
+_HASH_SETS = frozenset({"HSET", "HMSET", "HSETNX"})
+_HASH_GETS = frozenset({"HGET", "HMGET", "HGETDEL"})
+_STRING_COMMANDS = frozenset(
+    {"SET", "SETNX", "SETEX", "PSETEX", "GETSET", "GET", "GETDEL", "GETEX", "APPEND", "SETRANGE", "GETRANGE"}
+)
+_REDIS_KEY_SEGMENTS = re.compile(r"[:./]")
 
 
 def normalise_key(key: str) -> str:
@@ -137,33 +140,36 @@ def normalise_key(key: str) -> str:
     return _NORMALISE.sub("", key).lower()
 
 
-def luhn_valid(digits: str) -> bool:
-    """Whether a string of digits passes the Luhn check used by payment card numbers."""
-    total = 0
-    for index, char in enumerate(reversed(digits)):
-        value = ord(char) - 48
-        if index % 2 == 1:
-            value *= 2
-            if value > 9:
-                value -= 9
-        total += value
-    return total % 10 == 0
-
-
 FieldRule = Callable[[tuple[str, ...], Any], Any]
 """A per-field rule: ``rule(path, value)`` returns the value to keep (return ``value`` to keep it as it is)."""
 
 
+class _Detector:
+    """One compiled value detector."""
+
+    __slots__ = ("check", "group", "hints", "kind", "regex")
+
+    def __init__(self, kind: str, expr: str, hints: tuple[str, ...], check: Callable[[str], bool] | None) -> None:
+        self.kind = kind
+        self.regex = re.compile(expr)
+        self.hints = hints
+        self.check = check
+        self.group = "secret" in self.regex.groupindex
+
+
 @dataclass(frozen=True)
 class Policy:
-    """The masking and size policy. Build it from a :class:`~gotrails_otel.TrailConfig` with :meth:`from_config`.
+    """The masking and size policy. Build it from a :class:`~gotrails_otel.TrailConfig` with its ``policy()``.
 
     Attributes:
-        keys: normalised sensitive keys; those in ``DEFAULT_SENSITIVE_KEYS`` match inside longer keys when they
-            are long enough, the rest match whole keys only.
-        patterns: named regular expressions whose matches are masked in every string.
+        keys: normalised sensitive keys; the defaults match as :mod:`~gotrails_otel.maskrules` says (inside keys,
+            as a word of a key, or as the whole key); added keys of four characters or more match inside longer
+            keys, shorter ones as a word or the whole key.
+        patterns: named regular expressions whose matches are masked in every string (the default detectors by
+            name, plus custom expressions).
         allowed_headers / denied_headers: HTTP header filtering (``None`` allows all).
         field_rule: an optional per-field callable for custom rules; when it raises, the field is masked.
+        mask_client_ip: mask the values of client-IP headers (``x-forwarded-for``, ``x-real-ip``, …).
         max_depth, max_items, max_string: structure limits; max_trail_bytes: total serialised size of a trail.
     """
 
@@ -172,18 +178,30 @@ class Policy:
     allowed_headers: frozenset[str] | None = DEFAULT_ALLOWED_HEADERS
     denied_headers: frozenset[str] = frozenset()
     field_rule: FieldRule | None = None
+    mask_client_ip: bool = False
     max_depth: int = 32
     max_items: int = 1000
     max_string: int = 16_384
     max_trail_bytes: int = 1_048_576
 
     def __post_init__(self) -> None:
-        substring = tuple(sorted(k for k in self.keys if len(k) >= 4 and k not in _EXACT_KEYS))
-        object.__setattr__(self, "_substring", substring)
-        object.__setattr__(self, "_exact", frozenset(k for k in self.keys if k not in substring))
+        substring = frozenset(maskrules.SUBSTRING_KEYS)
+        words = frozenset(maskrules.WORD_KEYS) | {k for k in self.keys if len(k) < 4 and k not in substring}
+        exact = frozenset(maskrules.EXACT_KEYS)
+        object.__setattr__(self, "_substring", tuple(sorted(k for k in self.keys if k not in words | exact)))
+        object.__setattr__(self, "_words", frozenset(k for k in self.keys if k in words))
+        object.__setattr__(self, "_exact", frozenset(k for k in self.keys if k in exact or k in words))
+        object.__setattr__(self, "_exempt", frozenset(EXEMPT_KEYS) - self.keys)
         object.__setattr__(self, "_sensitive_cache", {})
         object.__setattr__(self, "_clean", set())
-        object.__setattr__(self, "_values", _compile(self.patterns))
+        object.__setattr__(self, "_sql_cache", {})
+        object.__setattr__(self, "_nesting", threading.local())
+        detectors, custom = _compile(self.patterns)
+        object.__setattr__(self, "_gated", tuple(d for d in detectors if d.hints))
+        object.__setattr__(self, "_ungated", (*[d for d in detectors if not d.hints], *custom))
+        gate = _gate({h for d in detectors for h in d.hints})
+        object.__setattr__(self, "_gate", gate)
+        object.__setattr__(self, "_gate_min", min((len(h) for d in detectors for h in d.hints), default=0))
 
     # ------------------------------------------------------------------------------------------ keys
 
@@ -192,22 +210,41 @@ class Policy:
         cache: dict[str, bool] = self._sensitive_cache  # type: ignore[attr-defined]
         found = cache.get(key)
         if found is None:
-            norm = normalise_key(key)
-            found = norm in self._exact or any(k in norm for k in self._substring)  # type: ignore[attr-defined]
+            found = self._classify(key)
             if len(cache) < 8192:
                 cache[key] = found
         return found
 
+    def _classify(self, key: str) -> bool:
+        if "%" in key or "+" in key:
+            key = unquote_plus(key)
+        norm = normalise_key(key)
+        if norm in self._exempt:  # type: ignore[attr-defined]
+            return False
+        if norm in self._exact or any(k in norm for k in self._substring):  # type: ignore[attr-defined]
+            return True
+        words: frozenset[str] = self._words  # type: ignore[attr-defined]
+        return any(word in words for word in maskrules.key_words(key))
+
     # ---------------------------------------------------------------------------------------- strings
 
     def mask_text(self, text: str) -> str:
-        """``text`` with secret-looking values and sensitive ``key=value`` pairs masked."""
+        """``text`` with secret-looking values, URLs and sensitive ``key=value`` pairs masked."""
+        return self._text(text, {})
+
+    def _counted(self, text: str, error: bool = False) -> tuple[str, dict[str, int]]:
+        """``text`` masked (as an error message when ``error``), with what was masked counted by kind."""
+        counts: dict[str, int] = {}
+        masked = self._text(self._driver(text, counts) if error else text, counts)
+        return masked, {k[1:]: v for k, v in counts.items() if k.startswith(_REDACTED)}
+
+    def _text(self, text: str, counts: dict[str, int]) -> str:
         if len(text) < 6:
             return text
         clean: set[str] = self._clean  # type: ignore[attr-defined]
         if text in clean:
             return text
-        masked = self._mask_text(text)
+        masked = self._mask_text(text, counts)
         if masked is text and len(text) <= _CLEAN_TEXT_MAX:
             # Statements, URLs and names repeat from request to request. Only text with nothing to mask is
             # remembered, so no secret is kept around by this.
@@ -216,23 +253,136 @@ class Policy:
             clean.add(text)
         return masked
 
-    def _mask_text(self, text: str) -> str:
+    def _mask_text(self, text: str, counts: dict[str, int]) -> str:
         original = text
-        low = text.lower()
+        first = text[0]
+        if (first == "{" or first == "[") and text[-1] in "}]":
+            nested = self._nested(text, counts)
+            if nested is not None:
+                return nested
+        if "://" in text:
+            text = mask_urls_in_text(text, self.is_sensitive, lambda kind: _redacted(counts, kind))
         size = len(text)
-        for pattern, shortest, hint, is_card in self._values:  # type: ignore[attr-defined]
-            if size >= shortest and hint(text, low):
-                text = pattern.sub(_mask_card if is_card else MASK, text)
+        gate = self._gate  # type: ignore[attr-defined]
+        if gate is not None and size >= self._gate_min:  # type: ignore[attr-defined]
+            hits = gate.findall(text.lower())
+            if hits:
+                for detector in self._gated:  # type: ignore[attr-defined]
+                    if any(h in hits for h in detector.hints) and detector.regex.search(text):
+                        text = self._detect(detector, text, counts)
+        for detector in self._ungated:  # type: ignore[attr-defined]
+            if detector.regex.search(text):
+                text = self._detect(detector, text, counts)
         if "=" in text or ":" in text:
-            text = _PAIR.sub(self._mask_pair, text)
+            if "&" in text and " " not in text and "://" not in text:
+                text = mask_query(text, self.is_sensitive, lambda kind: _redacted(counts, kind))
+            text = self._pairs(text, counts)
         return original if text == original else text
 
-    def _mask_pair(self, match: re.Match[str]) -> str:
-        value = match.group("value")
-        if not self.is_sensitive(match.group("key")) or _SQL_PLACEHOLDER.fullmatch(value):
-            return match.group(0)
-        quote = value[0] if value[:1] in ('"', "'") else ""
-        return f"{match.group('lead')}{quote}{MASK}{quote}"
+    def _detect(self, detector: _Detector, text: str, counts: dict[str, int]) -> str:
+        check = detector.check
+        group = detector.group
+
+        def replace(match: re.Match[str]) -> str:
+            if check is not None and not check(match.group(0)):
+                return match.group(0)
+            _redacted(counts, detector.kind)
+            if group:
+                start, end = match.span("secret")
+                whole = match.group(0)
+                offset = match.start()
+                return f"{whole[: start - offset]}{MASK}{whole[end - offset :]}"
+            return MASK
+
+        return detector.regex.sub(replace, text)
+
+    def _pairs(self, text: str, counts: dict[str, int]) -> str:
+        """Sensitive ``key=value`` / ``"key": value`` pairs masked; a bracketed value is masked whole (to the end of
+        the text when it is cut)."""
+        pieces: list[str] = []
+        last = 0
+        position = 0
+        search = _PAIR.search
+        while True:
+            match = search(text, position)
+            if match is None:
+                break
+            value = match.group("value")
+            position = match.end()
+            if not self.is_sensitive(match.group("key")) or _SQL_PLACEHOLDER.fullmatch(value) or value == MASK:
+                if value[:1] in ("{", "[", '"', "'"):
+                    position = match.start("value") + 1  # look for pairs inside the brackets or the quotes
+                continue
+            start = match.start("value")
+            if value in ("{", "["):
+                end = _closing(text, start)
+                masked = MASK
+            else:
+                end = match.end()
+                quote = value[0] if value[:1] in ('"', "'") else ""
+                masked = f"{quote}{MASK}{quote}"
+                if quote and value[1:-1] == MASK:
+                    continue
+            pieces.append(text[last:start])
+            pieces.append(masked)
+            last = position = end
+            _redacted(counts, "pair")
+        if not pieces:
+            return text
+        pieces.append(text[last:])
+        return "".join(pieces)
+
+    def _nested(self, text: str, counts: dict[str, int]) -> str | None:
+        """A string that is itself JSON, masked as structure; ``None`` when it is not JSON (or nested too deep)."""
+        local = self._nesting  # type: ignore[attr-defined]
+        level = getattr(local, "level", 0)
+        if level >= _NESTED_MAX:
+            return None
+        try:
+            parsed = orjson.loads(text)
+        except orjson.JSONDecodeError:
+            return None
+        if not isinstance(parsed, (dict, list)):
+            return None
+        local.level = level + 1
+        try:
+            walked = self._walk(parsed, (), self.max_depth - 1, counts)
+        finally:
+            local.level = level
+        if walked == parsed:
+            return text
+        return dumps(walked).decode()
+
+    def _driver(self, text: str, counts: dict[str, int]) -> str:
+        low = text.lower()
+        for dump, regex in _DRIVER_REGEXES:
+            if dump.hint not in low:
+                continue
+            replacement = dump.replacement
+
+            def replace(match: re.Match[str], replacement: str | None = replacement, name: str = dump.name) -> str:
+                start, end = match.span("secret")
+                secret = match.group("secret")
+                if replacement is None:
+                    masked = self._sql(secret).statement if name == "sqlalchemy_sql" else mask_literals(secret)[0]
+                    if masked == secret:
+                        return match.group(0)
+                else:
+                    masked = replacement
+                _redacted(counts, "driver_message")
+                offset = match.start()
+                whole = match.group(0)
+                return f"{whole[: start - offset]}{masked}{whole[end - offset :]}"
+
+            text = regex.sub(replace, text)
+            if dump.name == "sqlalchemy_parameters" and "[parameters: ***]" not in text:
+                # An unusual shape: drop everything from the dump on rather than keep a value.
+                cut = text.find("[parameters: ")
+                if cut != -1:
+                    text = text[:cut] + "[parameters: ***]"
+                    _redacted(counts, "driver_message")
+            low = text.lower()
+        return text
 
     # -------------------------------------------------------------------------------------- documents
 
@@ -242,25 +392,40 @@ class Policy:
         Only what can hold payload is walked: the request, response, metadata and errors, and for each step and
         integration its name, request, response, metadata and error. Ids, timings and the trail's own structure
         are left as they are (and the trail's lists are bounded by the span and error limits, never cut here).
+        What was masked is counted by kind in ``trail["redacted"]``.
         """
         counts: dict[str, int] = {}
         depth = self.max_depth
+        entry = trail.get("entry")
+        is_http = isinstance(entry, dict) and entry.get("kind") == "http"
+        request = trail.get("request")
+        if is_http and isinstance(request, dict) and isinstance(request.get("query"), str):
+            request["query"] = self._query(request["query"], counts)
         for key in ("request", "response", "metadata"):
             if key in trail:
                 trail[key] = self._walk(trail[key], (key,), depth, counts)
         if trail.get("errors"):
-            trail["errors"] = [self._walk(error, ("errors",), depth, counts) for error in trail["errors"]]
-        entry = trail.get("entry")
+            trail["errors"] = [self._error(error, ("errors",), depth, counts) for error in trail["errors"]]
         if isinstance(entry, dict) and isinstance(entry.get("name"), str):
             entry["name"] = self._string(entry["name"], counts)
         for group in ("internal_steps", "integrations"):
             for item in trail.get(group) or ():
                 if isinstance(item.get("name"), str):
                     item["name"] = self._string(item["name"], counts)
+                kind = item.get("type")
+                if kind == "cache":
+                    self._mask_cache(item, counts)
+                elif kind == "http" and isinstance(item.get("request"), dict):
+                    url = item["request"].get("url")
+                    if isinstance(url, str):
+                        item["request"]["url"] = mask_url(url, self.is_sensitive, lambda k: _redacted(counts, k))
                 for key in _ENTRY_PAYLOAD:
                     if item.get(key) is not None:
-                        item[key] = self._walk(item[key], (group, key), depth - 1, counts)
-        if isinstance(entry, dict) and entry.get("kind") == "http":
+                        if key == "error":
+                            item[key] = self._error(item[key], (group, key), depth - 1, counts)
+                        else:
+                            item[key] = self._walk(item[key], (group, key), depth - 1, counts)
+        if is_http:
             self._filter_headers(trail.get("request"), counts)
             self._filter_headers(trail.get("response"), counts)
         for item in trail.get("integrations") or ():
@@ -268,10 +433,14 @@ class Policy:
                 self._filter_headers(item.get("request"), counts)
                 self._filter_headers(item.get("response"), counts)
         self._limit_total(trail, counts)
+        redacted = trail.setdefault("redacted", {})
         if counts:
             dropped = trail.setdefault("dropped", {})
             for key, value in counts.items():
-                dropped[key] = dropped.get(key, 0) + value
+                if key[0] == _REDACTED:
+                    redacted[key[1:]] = redacted.get(key[1:], 0) + value
+                else:
+                    dropped[key] = dropped.get(key, 0) + value
         return trail
 
     def _walk(self, value: Any, path: tuple[str, ...], depth: int, counts: dict[str, int], entry: bool = False) -> Any:
@@ -291,14 +460,17 @@ class Policy:
             if depth <= 0:
                 _count(counts, "depth")
                 return "[gotrails: nested too deep]"
-            if isinstance(value.get("query"), str) and isinstance(value.get("args"), (list, dict)):
-                value = self._mask_sql_args(value)
+            if isinstance(value.get("query"), str) and "args" in value:
+                value = self._mask_sql(value, counts)
             items = value.items()
             if len(value) > self.max_items:
                 items = list(items)[: self.max_items]
                 _count(counts, "items", len(value) - self.max_items)
             known = self._sensitive_cache.get  # type: ignore[attr-defined]
+            clean: set[str] = self._clean  # type: ignore[attr-defined]
+            max_string = self.max_string
             result: dict[str, Any] = {}
+            masked = 0
             for key, item in items:
                 item_kind = type(item)
                 if item is None or item_kind is bool:
@@ -309,10 +481,21 @@ class Policy:
                     sensitive = self.is_sensitive(key)
                 if sensitive:
                     result[key] = [MASK] * min(len(item), self.max_items) if item_kind is list else MASK
-                elif rule is None and (item_kind is int or item_kind is float or (item_kind is str and len(item) < 6)):
-                    result[key] = item  # nothing to mask or cut in a number or a very short string
+                    masked += 1
+                elif rule is not None:
+                    result[key] = self._walk(item, (*path, key), depth - 1, counts)
+                elif item_kind is str:
+                    # Strings are most of a payload: the common cases are settled here, without a call.
+                    if len(item) < 6 or (len(item) <= max_string and item in clean):
+                        result[key] = item
+                    else:
+                        result[key] = self._string(item, counts)
+                elif (item_kind is int and item < 1_000_000_000_000) or item_kind is float:
+                    result[key] = item  # nothing to mask in a number too small to be a card number
                 else:
-                    result[key] = self._walk(item, (*path, key) if rule is not None else path, depth - 1, counts)
+                    result[key] = self._walk(item, path, depth - 1, counts)
+            if masked:
+                counts[_KEY_MASKED] = counts.get(_KEY_MASKED, 0) + masked
             if len(value) > self.max_items:
                 result["$more_keys"] = len(value) - self.max_items
             return result
@@ -325,37 +508,136 @@ class Policy:
                 walked.append({"$more_items": len(value) - self.max_items})
                 _count(counts, "items", len(value) - self.max_items)
             return walked
+        if kind is int and _CARD_INT_MIN <= value < _CARD_INT_MAX and "card" in self.patterns:
+            digits = str(value)
+            if digits[0] in "23456" and luhn_valid(digits):
+                _redacted(counts, "card")
+                return MASK
         return value
 
     def _string(self, text: str, counts: dict[str, int]) -> str:
-        if len(text) > self.max_string:
-            _count(counts, "string_chars", len(text) - self.max_string)
-            text = f"{text[: self.max_string]}…[+{len(text) - self.max_string} chars]"
-        return self.mask_text(text)
+        """One string value: cut at ``max_string``, then masked (text with nothing to mask is remembered)."""
+        size = len(text)
+        if size > self.max_string:
+            _count(counts, "string_chars", size - self.max_string)
+            text = f"{text[: self.max_string]}…[+{size - self.max_string} chars]"
+        elif size < 6:
+            return text
+        clean: set[str] = self._clean  # type: ignore[attr-defined]
+        if text in clean:
+            return text
+        masked = self._mask_text(text, counts)
+        if masked is text and size <= _CLEAN_TEXT_MAX:
+            if len(clean) >= _CLEAN_CACHE_SIZE:
+                clean.clear()
+            clean.add(text)
+        return masked
 
-    def _mask_sql_args(self, request: dict[str, Any]) -> dict[str, Any]:
-        """A copy of ``request`` whose SQL arguments bound to a sensitive column are masked, where the statement
-        shows the binding (``INSERT INTO t (a, password) VALUES (?, ?)``, ``SET password = :pw``, ``$1`` …)."""
-        bindings = _sql_bindings(request["query"])
-        sensitive = [(column, placeholder) for column, placeholder in bindings if self.is_sensitive(column)]
-        if not sensitive:
-            return request
-        args = request["args"]
-        if isinstance(args, dict):
-            names = {_placeholder_name(p) for _, p in sensitive}
-            masked: Any = {k: (MASK if k in names and v is not None else v) for k, v in args.items()}
-        else:
-            positions = _positions(bindings, sensitive)
-            rows = args if args and all(isinstance(r, (list, dict)) for r in args) else [args]
-            masked_rows: list[Any] = []
-            for row in rows:
-                if isinstance(row, dict):
-                    names = {_placeholder_name(p) for _, p in sensitive}
-                    masked_rows.append({k: (MASK if k in names and v is not None else v) for k, v in row.items()})
-                else:
-                    masked_rows.append([MASK if i in positions and v is not None else v for i, v in enumerate(row)])
-            masked = masked_rows if rows is args else masked_rows[0]
-        return {**request, "args": masked}
+    def _error(self, error: Any, path: tuple[str, ...], depth: int, counts: dict[str, int]) -> Any:
+        """An ``errors[]`` entry or a step's/integration's ``error``: its message and type are untrusted text."""
+        if isinstance(error, dict):
+            error = dict(error)
+            for key in ("message", "type"):
+                if isinstance(error.get(key), str):
+                    error[key] = self._driver(error[key], counts)
+        return self._walk(error, path, depth, counts)
+
+    def _query(self, query: str, counts: dict[str, int]) -> str:
+        return mask_query(query, self.is_sensitive, lambda kind: _redacted(counts, kind))
+
+    # ------------------------------------------------------------------------------------------- SQL
+
+    def _sql(self, statement: str) -> SqlMask:
+        cache: dict[str, SqlMask] = self._sql_cache  # type: ignore[attr-defined]
+        found = cache.get(statement)
+        if found is None:
+            found = analyse(statement, self.is_sensitive)
+            if len(cache) >= _SQL_CACHE_SIZE:
+                cache.clear()
+            cache[statement] = found
+        return found
+
+    def _mask_sql(self, request: dict[str, Any], counts: dict[str, int]) -> dict[str, Any]:
+        """A copy of ``request`` whose inline literals and arguments bound to a sensitive column are masked, where
+        the statement shows the binding (``INSERT INTO t (a, password) VALUES (?, md5(?))``, ``SET pin = :p`` …);
+        every argument when the statement could not be analysed."""
+        sql = self._sql(request["query"])
+        args = request.get("args")
+        changed: dict[str, Any] = {}
+        if sql.masked_literals:
+            changed["query"] = sql.statement
+            _redacted(counts, "sql_literal", sql.masked_literals)
+        if isinstance(args, (list, dict)) and (sql.names or sql.positions or sql.everything):
+            masked = _mask_args(args, sql)
+            if masked is not args:
+                changed["args"] = masked
+                _redacted(counts, "sql_argument")
+        return {**request, **changed} if changed else request
+
+    # ----------------------------------------------------------------------------------------- Redis
+
+    def _mask_cache(self, item: dict[str, Any], counts: dict[str, int]) -> None:
+        """Redis credential commands and sensitive hash fields (see ``maskrules.REDIS_CREDENTIALS``)."""
+        request = item.get("request")
+        response = item.get("response")
+        if not isinstance(request, dict):
+            return
+        commands = request.get("commands")
+        if isinstance(commands, list):
+            replies = response.get("replies") if isinstance(response, dict) else None
+            for index, command in enumerate(commands):
+                reply = replies[index] if isinstance(replies, list) and index < len(replies) else None
+                if isinstance(command, dict):
+                    self._mask_command(command, reply if isinstance(reply, dict) else None, counts)
+        self._mask_command(request, response if isinstance(response, dict) else None, counts)
+
+    def _mask_command(self, request: dict[str, Any], reply: dict[str, Any] | None, counts: dict[str, int]) -> None:
+        name = request.get("command")
+        if not isinstance(name, str) or " " in name:  # a pipeline's summary: its commands are masked one by one
+            return
+        name = name.upper()
+        args = request.get("args")
+        args = list(args) if isinstance(args, list) else None
+        key = request.get("key")
+        sub = key.upper() if isinstance(key, str) else ""
+        secret: set[int] = set()
+        if name in _SECRET_COMMANDS:
+            if key is not None:
+                request["key"] = MASK
+                _redacted(counts, "redis_credential")
+            secret = set(range(len(args or ())))
+        elif args is not None and name in ("HELLO", "MIGRATE"):
+            words = [str(a).upper() for a in args]
+            for index, word in enumerate(words):
+                if word == "AUTH":
+                    secret |= {index + 1, index + 2} if name == "HELLO" else {index + 1}
+                elif word == "AUTH2":
+                    secret |= {index + 1, index + 2}
+        elif args is not None and name == "ACL" and sub == "SETUSER":
+            secret = {i for i, a in enumerate(args) if isinstance(a, str) and a[:1] in (">", "<", "#", "!")}
+        elif args is not None and name == "CONFIG" and sub == "SET":
+            secret = {i + 1 for i, a in enumerate(args) if isinstance(a, str) and a.lower() in _CONFIG_SECRETS}
+        elif args is not None and name in _HASH_SETS:
+            secret = {i + 1 for i in range(0, len(args) - 1, 2) if self.is_sensitive(str(args[i]))}
+        elif name in _HASH_GETS and args:
+            sensitive = [self.is_sensitive(str(a)) for a in args]
+            if reply is not None and any(sensitive) and "value" in reply:
+                reply["value"] = _mask_positions(reply["value"], sensitive)
+                _redacted(counts, "redis_credential")
+        elif (
+            name in _STRING_COMMANDS and isinstance(key, str) and self.is_sensitive(_REDIS_KEY_SEGMENTS.split(key)[-1])
+        ):
+            secret = set(range(len(args or ())))
+            if reply is not None and reply.get("value") is not None:
+                reply["value"] = MASK
+                _redacted(counts, "redis_credential")
+        if args is not None and secret:
+            masked = [MASK if i in secret and a is not None else a for i, a in enumerate(args)]
+            if masked != args:
+                request["args"] = masked
+                _redacted(counts, "redis_credential")
+
+    # --------------------------------------------------------------------------------------- headers
 
     def _filter_headers(self, section: Any, counts: dict[str, int]) -> None:
         if not isinstance(section, dict):
@@ -369,6 +651,9 @@ class Policy:
             if low in self.denied_headers or (self.allowed_headers is not None and low not in self.allowed_headers):
                 _count(counts, "headers")
                 continue
+            if self.mask_client_ip and low in CLIENT_IP_HEADERS:
+                values = [MASK] * len(values) if isinstance(values, list) else MASK
+                _redacted(counts, "client_ip")
             kept[name] = values
         section["headers"] = kept
 
@@ -395,6 +680,9 @@ class Policy:
             _count(counts, "trimmed_bytes", payload_size)
 
 
+_DRIVER_REGEXES = tuple((dump, re.compile(dump.pattern)) for dump in DRIVER_DUMPS)
+
+
 def _payload_owners(trail: dict[str, Any]) -> Iterable[dict[str, Any]]:
     for section in ("request", "response"):
         if isinstance(trail.get(section), dict):
@@ -410,77 +698,90 @@ def _payload_owners(trail: dict[str, Any]) -> Iterable[dict[str, Any]]:
         yield trail["metadata"]
 
 
-def _sql_bindings(query: str) -> list[tuple[str, str]]:
-    """``(column, placeholder)`` pairs that the statement shows, in placeholder order."""
-    insert = _SQL_INSERT.search(query)
-    if insert:
-        names = [c.strip().strip('`"[]') for c in insert.group(1).split(",")]
-        values = [v.strip() for v in insert.group(2).split(",")]
-        if len(names) == len(values):
-            return [(n, v) for n, v in zip(names, values, strict=True) if _SQL_PLACEHOLDER.fullmatch(v)]
-        return []
-    return [(m.group(1), m.group(2)) for m in _SQL_ASSIGN.finditer(query)]
-
-
-def _placeholder_name(placeholder: str) -> str:
-    if placeholder.startswith(":"):
-        return placeholder[1:]
-    if placeholder.startswith("%("):
-        return placeholder[2:-2]
-    return placeholder
-
-
-def _positions(bindings: list[tuple[str, str]], sensitive: list[tuple[str, str]]) -> set[int]:
-    """Argument indexes of the sensitive bindings: ``$n`` gives n-1, ``?``/``%s`` count in order."""
-    positions = set()
-    order = 0
-    chosen = set(sensitive)
-    for binding in bindings:
-        placeholder = binding[1]
-        if placeholder.startswith("$"):
-            index = int(placeholder[1:]) - 1
-        elif placeholder in ("?", "%s"):
-            index = order
-            order += 1
+def _mask_args(args: Any, sql: SqlMask) -> Any:
+    """SQL arguments with the sensitive ones masked: by name (dicts), by position (lists), row by row for
+    ``executemany``; every argument when the statement could not be analysed."""
+    rows = args if isinstance(args, list) and args and all(isinstance(r, (list, dict)) for r in args) else [args]
+    masked_rows: list[Any] = []
+    for row in rows:
+        if isinstance(row, dict):
+            masked_rows.append(
+                {
+                    k: (MASK if (sql.everything or k in sql.names) and v is not None and not k.startswith("$") else v)
+                    for k, v in row.items()
+                }
+            )
+        elif isinstance(row, list):
+            masked_rows.append(
+                [MASK if (sql.everything or i in sql.positions) and v is not None else v for i, v in enumerate(row)]
+            )
         else:
-            continue
-        if binding in chosen:
-            positions.add(index)
-    return positions
+            masked_rows.append(row)
+    masked = masked_rows if rows is args else masked_rows[0]
+    return args if masked == args else masked
+
+
+def _mask_positions(value: Any, sensitive: list[bool]) -> Any:
+    if isinstance(value, list):
+        return [MASK if i < len(sensitive) and sensitive[i] and v is not None else v for i, v in enumerate(value)]
+    return MASK if value is not None else None
+
+
+def _closing(text: str, start: int) -> int:
+    """The index after the bracket that closes the one at ``start`` (strings skipped), or the end of the text."""
+    depth = 0
+    index = start
+    size = len(text)
+    quote = ""
+    while index < size:
+        char = text[index]
+        if quote:
+            if char == "\\":
+                index += 1
+            elif char == quote:
+                quote = ""
+        elif char == '"' or char == "'":
+            quote = char
+        elif char in "{[":
+            depth += 1
+        elif char in "}]":
+            depth -= 1
+            if depth == 0:
+                return index + 1
+        index += 1
+    return size
+
+
+def _gate(hints: set[str]) -> re.Pattern[str] | None:
+    """One expression finding every hint in lower-cased text, factored by first character (so that the regular
+    expression engine skips the other characters quickly)."""
+    if not hints:
+        return None
+    groups: dict[str, list[str]] = {}
+    for hint in sorted(hints, key=len, reverse=True):
+        groups.setdefault(hint[0], []).append(re.escape(hint[1:]))
+    return re.compile("|".join(f"{re.escape(first)}(?:{'|'.join(rests)})" for first, rests in groups.items()))
 
 
 def _count(counts: dict[str, int], key: str, n: int = 1) -> None:
     counts[key] = counts.get(key, 0) + n
 
 
-# The shortest text each default pattern can match, and cheap tests that rule it out before its regex runs.
-_MIN_LENGTH = {"bearer": 8, "basic": 14, "jwt": 15, "url_password": 8, "card": 13}
-_HINTS: dict[str, Callable[[str, str], bool]] = {
-    "bearer": lambda text, low: "bearer" in low,
-    "basic": lambda text, low: "basic" in low,
-    "jwt": lambda text, low: "eyJ" in text,
-    "url_password": lambda text, low: "://" in text and "@" in text,
-}
+def _redacted(counts: dict[str, int], kind: str, n: int = 1) -> None:
+    key = _REDACTED + kind
+    counts[key] = counts.get(key, 0) + n
 
 
-def _always(text: str, low: str) -> bool:
-    return True
+_BY_NAME = {d.name: d for d in DETECTORS}
 
 
-def _compile(
-    patterns: Mapping[str, str],
-) -> list[tuple[re.Pattern[str], int, Callable[[str, str], bool], bool]]:
-    """Each value pattern with the shortest text it can match, its cheap pre-test, and whether it is the
-    Luhn-checked card pattern."""
-    compiled = []
-    for name, expr in patterns.items():
-        default = DEFAULT_VALUE_PATTERNS.get(name) == expr
-        hint = _HINTS.get(name, _always) if default else _always
-        shortest = _MIN_LENGTH.get(name, 0) if default else 0
-        compiled.append((re.compile(expr), shortest, hint, name == "card"))
-    return compiled
-
-
-def _mask_card(match: re.Match[str]) -> str:
-    digits = "".join(ch for ch in match.group(0) if ch.isdigit())
-    return MASK if 13 <= len(digits) <= 19 and luhn_valid(digits) else match.group(0)
+def _compile(patterns: Mapping[str, str]) -> tuple[list[_Detector], list[_Detector]]:
+    """The built-in detectors named in ``patterns`` (with their hints and checks), in table order, and the custom
+    expressions (run on every string)."""
+    builtin = [_Detector(d.name, d.pattern, d.hints, d.check) for d in DETECTORS if patterns.get(d.name) == d.pattern]
+    custom = [
+        _Detector("pattern", expr, (), None)
+        for name, expr in patterns.items()
+        if not (name in _BY_NAME and _BY_NAME[name].pattern == expr)
+    ]
+    return builtin, custom

@@ -132,9 +132,7 @@ class OTelIds(TypedDict):
     parent_span_id: str | None
 
 
-class Trail(TypedDict):
-    """One request's audit trail, as exported (version 1 of the document)."""
-
+class _TrailRequired(TypedDict):
     timestamp: str
     trace_id: str
     request_id: str
@@ -154,3 +152,10 @@ class Trail(TypedDict):
     flush_reason: FlushReason
     dropped: dict[str, int]
     otel: OTelIds
+
+
+class Trail(_TrailRequired, total=False):
+    """One request's audit trail, as exported (version 1 of the document)."""
+
+    redacted: dict[str, int]
+    """Values the masking policy masked, counted by kind (never the masked text)."""

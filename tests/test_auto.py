@@ -344,3 +344,31 @@ def test_propagator_is_usable_through_otel_propagators() -> None:
     )
     assert result.returncode == 0, result.stderr
     assert "x-trace-id" in result.stdout and "traceparent" in result.stdout
+
+
+def test_secrets_are_masked_under_opentelemetry_instrument(services: Any) -> None:
+    """Multipart fields and files, bracketed query keys and exception text, in a service run with the stock distro."""
+    service = services("fastapi")
+    upload = httpx.post(
+        f"{service.url}/v1/upload?user[password]=auto-q-pw&user%5Btoken%5D=auto-q-tok",
+        data={"user": "ann", "password": "auto-mp-pw"},
+        files={"avatar": ("me.txt", b"auto-file-content " * 8, "text/plain")},
+    )
+    assert upload.json() == {"user": "ann", "size": 144}
+    failed = httpx.post(f"{service.url}/v1/fail", json={"card": "4111 1111 1111 1111", "password": "auto-exc-pw"})
+    assert failed.status_code == 500
+    trails = service.trails(2)
+    (sent,) = [t for t in trails if t["request"]["path"] == "/v1/upload"]
+    assert sent["request"]["query"] == "user[password]=***&user%5Btoken%5D=***"
+    assert sent["request"]["body"] == {
+        "user": "ann",
+        "password": "***",
+        "avatar": {"filename": "me.txt", "content_type": "text/plain", "size": 144},
+    }
+    (error,) = [t for t in trails if t["request"]["path"] == "/v1/fail"]
+    assert error["status"] == "error" and error["errors"]
+    assert "[parameters: ***]" in error["errors"][0]["message"]
+    assert error["redacted"]["driver_message"] >= 1
+    raw = orjson.dumps(trails)
+    for secret in ("auto-q-pw", "auto-q-tok", "auto-mp-pw", "auto-file-content", "auto-exc-pw", "1111 1111 1111"):
+        assert secret.encode() not in raw, f"{secret} leaked"

@@ -117,3 +117,31 @@ def test_redis_errors(harness: TrailHarness, instrumented: str, redis_service: A
     assert refused["error"]["type"].endswith("ConnectionError")
     assert [e["source"] for e in trail["errors"]] == ["redis.lpush", "redis.get"]
     client.close()
+
+
+@pytest.mark.service
+def test_credential_commands_never_reach_the_trail(
+    harness: TrailHarness, instrumented: str, redis_service: Any
+) -> None:
+    """Default settings (no value capture): ``AUTH password`` records the password as the key unless masked."""
+    admin = redis.Redis.from_url(redis_service.url)
+    admin.config_set("requirepass", "auth-pw-default-1")
+    try:
+        client = redis.Redis.from_url(redis_service.url, password="auth-pw-default-1")
+        with _root(harness):
+            client.execute_command("AUTH", "auth-pw-default-1")
+            client.execute_command("ACL", "SETUSER", "cap-user", "on", ">acl-pw-2", "~cap:*", "+@all")
+            client.execute_command("AUTH", "cap-user", "acl-pw-2")
+            client.hset("cap:user", mapping={"password": "hset-pw-3"})
+    finally:
+        admin.execute_command("AUTH", "auth-pw-default-1")
+        admin.config_set("requirepass", "")
+        admin.execute_command("ACL", "DELUSER", "cap-user")
+        admin.close()
+    trail = harness.one()
+    commands = [(i["request"]["command"], i["request"].get("key")) for i in trail["integrations"]]
+    assert ("AUTH", "***") in commands and ("ACL", "SETUSER") in commands
+    raw = str(trail)
+    for secret in ("auth-pw-default-1", "acl-pw-2", "hset-pw-3"):
+        assert secret not in raw, f"{secret} leaked"
+    assert trail["redacted"]["redis_credential"] >= 2

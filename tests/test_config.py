@@ -87,3 +87,12 @@ def test_direct_construction_is_validated_and_frozen() -> None:
     assert config.replace(grace_ms=5).grace_ms == 5
     with pytest.raises(ConfigError):
         config.replace(grace_ms=-5)
+
+
+def test_removing_an_unknown_detector_is_refused_not_read_as_a_pattern() -> None:
+    # "-url_password" named a default before URLs got their own masker; read as a regular expression it would
+    # silently mask the literal text "-url_password" and keep nothing else from changing.
+    with pytest.raises(ConfigError, match=r"GOTRAILS_MASK_PATTERNS='-url_password'.*remove no default detector"):
+        TrailConfig.from_env({"GOTRAILS_MASK_PATTERNS": "-url_password"})
+    policy = TrailConfig(mask_patterns=("-jwt", "[-]EMP\\d{4}")).policy()
+    assert policy.mask_text("id -EMP1234 here") == "id *** here"

@@ -291,3 +291,189 @@ def test_secrets_never_leave_through_any_capture_path(make_harness: Any, backend
         assert trail["request"]["body"]["password"] == "***"
         assert [i["type"] for i in trail["integrations"]] == ["database", "cache", "http", "kafka", "grpc"]
     _assert_no_secret(trails)
+
+
+# ----------------------------------------------------------------- round two: every leak path, end to end
+
+GH_TOKEN = "ghp_" + "E2eToKeN0" * 4
+AWS_KEY = "AKIAE2EQWERTYUIOPASD"
+SLACK = "xoxb-2468013579-e2eslacktokenvalue"
+STRIPE = "sk_live_E2eStripeSecret01234"
+GOOGLE = "AIzaSyE2E-9tSrke72PouQMnMX-a7eZSW0jkFMx"
+PEM_BODY = "MIIEvQIBADANBgkqhkiG9w0BAQEFAASCE2E"
+PHRASE = "correct horse battery staple"
+API_KEY = "key-e2e-7f6e5d4c"
+ROUND_TWO = {
+    "user": "ann",
+    "note": (
+        f"deploy with {GH_TOKEN}, aws {AWS_KEY}, slack {SLACK}, stripe {STRIPE}, maps {GOOGLE}; "
+        f"Authorization: token {API_KEY}-hdr; login password={PHRASE}, card {CARD_NUMBER}."
+    ),
+    "pem": f"-----BEGIN PRIVATE KEY-----\n{PEM_BODY}\n-----END PRIVATE KEY-----",
+    "card": {"number": 4111111111111111, "card_cvv": "cvv-e2e-987", "PHPSESSID": "sess-e2e-1"},
+    "links": ["redis://:redis-pw-e2e@cache:6379/0", "https://gh-user-token-e2e@github.example/x.git"],
+    "event": json.dumps({"kind": "login", "credentials": {"password": "nested-pw-e2e"}}),
+}
+ROUND_TWO_SECRETS = (
+    GH_TOKEN,
+    AWS_KEY,
+    SLACK,
+    STRIPE,
+    GOOGLE,
+    PEM_BODY,
+    "horse battery",
+    API_KEY,
+    "4111111111111111",
+    "cvv-e2e-987",
+    "sess-e2e-1",
+    "redis-pw-e2e",
+    "gh-user-token-e2e",
+    "nested-pw-e2e",
+    "q-pw-e2e",
+    "q-tok-e2e",
+    "url-pw-e2e",
+    "url-sig-e2e",
+    "url-goog-e2e",
+    "url-key-e2e",
+    "sql-pw-e2e",
+    "sql-lit-e2e",
+    "dup-key-e2e",
+    "dup-pw-e2e",
+    "redis-auth-e2e",
+    "redis-hset-e2e",
+    "redis-conf-e2e",
+    "kafka-pw-e2e",
+    "grpc-tok-e2e",
+    "mp-pw-e2e",
+    "mp-file-e2e",
+    "cut-key-e2e",
+    "cut-tok-e2e",
+)
+
+
+def leak_round_two(b: Backends, payload: dict[str, Any]) -> dict[str, Any]:
+    """Sends what it received, and more secrets, through every capture path and error path."""
+    suffix = uuid.uuid4().hex[:6]
+    with b.engine.begin() as conn:
+        conn.execute(
+            sa.text("INSERT INTO e2e_users (email, password, api_key) VALUES (:e, md5(:p), :k)"),
+            {"e": f"a-{suffix}@b.c", "p": "sql-pw-e2e", "k": f"k-{suffix}"},
+        )
+        conn.execute(sa.text(f"UPDATE e2e_users SET password = 'sql-lit-e2e' WHERE email = 'a-{suffix}@b.c'"))
+    try:
+        with gt.step("Signup"), b.engine.begin() as conn:  # the step fails: its exception text names the values
+            for _ in range(2):
+                conn.execute(
+                    sa.text("INSERT INTO e2e_users (email, password, api_key) VALUES (:e, :p, :k)"),
+                    {"e": f"d-{suffix}@b.c", "p": "dup-pw-e2e", "k": "dup-key-e2e"},
+                )
+    except sa.exc.IntegrityError:
+        pass
+    admin = redis.Redis(
+        host=b.cache.connection_pool.connection_kwargs["host"], port=b.cache.connection_pool.connection_kwargs["port"]
+    )
+    admin.execute_command("ACL", "SETUSER", "e2e", "on", ">redis-auth-e2e", "~*", "&*", "+@all")
+    admin.execute_command("AUTH", "e2e", "redis-auth-e2e")
+    admin.hset("user:1", mapping={"email": "a@b.c", "password": "redis-hset-e2e"})
+    admin.execute_command("CONFIG", "SET", "masterauth", "redis-conf-e2e")
+    admin.close()
+    with httpx.Client() as client:
+        host = b.gateway.removeprefix("http://")
+        client.post(
+            f"http://url-user:url-pw-e2e@{host}/v2/charge?sig=url-sig-e2e&X-Goog-Signature=url-goog-e2e"
+            "&api_key=url-key-e2e&page=1",
+            json={"order_id": "ord-1", **payload},
+        )
+    b.producer.send(b.topic, key=b"u-1", value=json.dumps({"event": json.dumps({"password": "kafka-pw-e2e"})}).encode())
+    request = Struct()
+    request.update({"user_id": "u-123", "note": "Authorization: Bearer grpc-tok-e2e-0123"})
+    b.users(request)
+    return {"ok": True, "echo": payload}
+
+
+def _client_upload() -> dict[str, Any]:
+    return {
+        "data": {"user": "ann", "password": "mp-pw-e2e"},
+        "files": {"avatar": ("me.txt", b"mp-file-e2e " * 20, "text/plain")},
+    }
+
+
+def _cut_body() -> dict[str, Any]:
+    return {"credentials": {"key": "cut-key-e2e", "tokens": ["cut-tok-e2e"]}, "padding": "x" * 8192}
+
+
+@pytest.mark.service
+def test_round_two_leak_paths_end_to_end(make_harness: Any, backends: Backends) -> None:
+    from fastapi import FastAPI
+    from flask import Flask, jsonify, request
+
+    with backends.engine.begin() as conn:
+        conn.execute(sa.text("DROP TABLE IF EXISTS e2e_users"))
+        conn.execute(sa.text("CREATE TABLE e2e_users (email TEXT, password TEXT, api_key TEXT UNIQUE)"))
+    h = make_harness(capture_cache_values=True, max_body_bytes=4096)
+    fastapi_app = FastAPI()
+
+    @fastapi_app.post("/v1/signup")
+    def fastapi_signup(payload: dict[str, Any]) -> dict[str, Any]:
+        return leak_round_two(backends, payload)
+
+    @fastapi_app.post("/v1/upload")
+    async def fastapi_upload(request: Request) -> dict[str, Any]:
+        form = await request.form()
+        avatar = form["avatar"]
+        size = len(await avatar.read())  # type: ignore[union-attr]
+        return {"user": form["user"], "size": size}
+
+    @fastapi_app.post("/v1/import")
+    async def fastapi_import(request: Request) -> dict[str, Any]:
+        return {"size": len(await request.body())}
+
+    flask_app = Flask("signup")
+
+    @flask_app.post("/v1/signup")
+    def flask_signup() -> Any:
+        return jsonify(leak_round_two(backends, request.get_json()))
+
+    @flask_app.post("/v1/upload")
+    def flask_upload() -> Any:
+        return jsonify(user=request.form["user"], size=len(request.files["avatar"].read()))
+
+    @flask_app.post("/v1/import")
+    def flask_import() -> Any:
+        return jsonify(size=len(request.get_data()))
+
+    for app, kind in ((fastapi_app, "asgi"), (flask_app, "wsgi")):
+        server = ThreadServer(app, kind)
+        try:
+            query = "user[password]=q-pw-e2e&user%5Btoken%5D=q-tok-e2e&page=1"
+            response = httpx.post(f"{server.url}/v1/signup?{query}", json=ROUND_TWO)
+            assert response.json()["echo"]["links"][0].startswith("redis://:redis-pw-e2e")  # the app is untouched
+            upload = httpx.post(f"{server.url}/v1/upload", **_client_upload())
+            assert upload.json() == {"user": "ann", "size": 240}
+            assert httpx.post(f"{server.url}/v1/import", json=_cut_body()).json()["size"] > 8192
+        finally:
+            server.close()
+    trails = h.trails(8, timeout=15)  # per framework: signup, upload, import, and the gRPC server's trail
+    by_path: dict[str, list[dict[str, Any]]] = {}
+    for trail in trails:
+        by_path.setdefault(str(trail["request"].get("path") or trail["entry"]["kind"]), []).append(trail)
+    for signup in by_path["/v1/signup"]:
+        assert [i["type"] for i in signup["integrations"]][:3] == ["database", "database", "database"]
+        assert any("[parameters: ***]" in e["message"] for e in signup["errors"]), signup["errors"]
+        assert signup["request"]["query"] == "user[password]=***&user%5Btoken%5D=***&page=1"
+        redacted = signup["redacted"]
+        for kind in ("key", "github", "aws_access_key_id", "slack", "stripe", "google_api_key", "private_key"):
+            assert redacted.get(kind), (kind, redacted)
+        for kind in ("card", "url_userinfo", "url_query", "sql_argument", "sql_literal", "driver_message"):
+            assert redacted.get(kind), (kind, redacted)
+        assert redacted.get("redis_credential", 0) >= 3
+    for upload in by_path["/v1/upload"]:
+        body = upload["request"]["body"]
+        assert body["password"] == "***" and body["user"] == "ann"
+        assert body["avatar"] == {"filename": "me.txt", "content_type": "text/plain", "size": 240}
+    for cut in by_path["/v1/import"]:
+        value = cut["request"]["body"]["$truncated"]["value"]
+        assert value["credentials"] == "***"
+    raw = orjson.dumps(trails)
+    for secret in ROUND_TWO_SECRETS:
+        assert secret.encode() not in raw, f"{secret} leaked"

@@ -252,7 +252,9 @@ def test_filters_select_trails(
     tmp_path: Path, trails: list[dict[str, Any]], monkeypatch: pytest.MonkeyPatch, capsys: Any
 ) -> None:
     flow = dict(trails[3], trace_id="checkout-flow-0001", request_id="req-42")
-    all_trails = [*trails[:3], flow, trails[4]]
+    # Fixed latencies: only the health check is slow, however long the others took on a loaded machine.
+    latencies = (3.0, 4.0, 40.0, 2.0, 1.0)
+    all_trails = [dict(t, latency_ms=ms) for t, ms in zip([*trails[:3], flow, trails[4]], latencies, strict=True)]
     path = write_lines(tmp_path / "trails.jsonl", as_lines(all_trails))
     ids = [t["trace_id"] for t in all_trails]
 

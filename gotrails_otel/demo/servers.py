@@ -69,21 +69,25 @@ def redis_server() -> Iterator[Server]:
             capture_output=True,
         )
         wait_port(port)
-        deadline = time.monotonic() + 5
-        while time.monotonic() < deadline and not _read(pidfile).isdigit():  # created before it is written
-            time.sleep(0.02)
-        pid = int(_read(pidfile))
+        pid = _read_pidfile(pidfile, timeout=5.0)
         try:
             yield Server(port, pid, f"redis://127.0.0.1:{port}/0")
         finally:
             _stop(pid)
 
 
-def _read(path: Path) -> str:
-    try:
-        return path.read_text().strip()
-    except FileNotFoundError:
-        return ""
+def _read_pidfile(pidfile: Path, timeout: float) -> int:
+    """The pid a daemon writes to ``pidfile``; waits for the file and for its whole first line (the daemon may
+    create the file before it writes the number)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        with contextlib.suppress(FileNotFoundError):
+            text = pidfile.read_text()
+            if text.endswith("\n") and text.strip().isdigit():
+                return int(text.strip())
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"no pid in {pidfile} after {timeout:.0f} s")
+        time.sleep(0.02)
 
 
 def tansu_binary() -> str | None:

@@ -13,9 +13,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
-from ..capture import MASK, BodyCapture, Target, guard, header_value, headers_dict, target_for
+from ..capture import BodyCapture, Target, guard, header_value, headers_dict, target_for
+from ..urls import redact_url
 from . import _wrap
 
 __all__ = ["EXTENSION_NAME", "install", "instrumentor_kwargs", "uninstall"]
@@ -47,16 +47,9 @@ def uninstall() -> None:
 
 
 def safe_url(url: Any) -> str:
-    """The URL as text with any password in its userinfo masked."""
-    text = str(url)
-    try:
-        parts = urlsplit(text)
-        if parts.password is None:
-            return text
-        netloc = f"{parts.username}:{MASK}@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
-        return urlunsplit(parts._replace(netloc=netloc))
-    except ValueError:
-        return text
+    """The URL as text, redacted at least as OpenTelemetry redacts ``url.full``: userinfo and the signature query
+    keys (the policy masks sensitive query parameters on top of it)."""
+    return redact_url(url)
 
 
 @guard

@@ -7,7 +7,7 @@ payment.created).
 import os
 
 import httpx
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
 
 import gotrails_otel as gt
 
@@ -56,3 +56,14 @@ def create(payload: dict) -> dict:
 @app.get("/v1/users/{uid}")
 def user(uid: str) -> dict:
     return {"user_id": uid, "email": "user@email.com"}
+
+
+@app.post("/v1/upload")
+async def upload(request: Request) -> dict:
+    form = await request.form()
+    return {"user": form["user"], "size": len(await form["avatar"].read())}
+
+
+@app.post("/v1/fail")
+def fail(payload: dict) -> dict:
+    raise RuntimeError(f"charge refused for card {payload['card']}. [parameters: ('u-1', '{payload['password']}')]")

@@ -1,0 +1,408 @@
+"""The masking policy's tables: sensitive keys, value detectors, driver-message dumps, Redis credential commands,
+URL query keys and client-IP headers.
+
+Every default rule of the policy is data in this module, so that one test per detector can run its own examples and
+the README's "What is masked" section is generated from here (:func:`markdown`; a test fails when the README drifts).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+
+__all__ = [
+    "CLIENT_IP_HEADERS",
+    "DETECTORS",
+    "DRIVER_DUMPS",
+    "EXACT_KEYS",
+    "EXEMPT_KEYS",
+    "REDIS_CREDENTIALS",
+    "SUBSTRING_KEYS",
+    "URL_SIGNATURE_KEYS",
+    "WORD_KEYS",
+    "Detector",
+    "DriverDump",
+    "key_words",
+    "luhn_valid",
+    "markdown",
+]
+
+# ------------------------------------------------------------------------------------------------ keys
+# Keys are compared normalised: lower case, without "-", "_", ".", spaces (and percent-escapes decoded).
+
+SUBSTRING_KEYS: tuple[str, ...] = (
+    "password",
+    "passwd",
+    "passphrase",
+    "mysqlpwd",
+    "secret",
+    "token",
+    "apikey",
+    "accesskey",
+    "appkey",
+    "applicationkey",
+    "consumerkey",
+    "privatekey",
+    "signingkey",
+    "encryptionkey",
+    "authorization",
+    "authentication",
+    "authcode",
+    "oauthstate",
+    "cookie",
+    "credential",
+    "signature",
+    "sessionid",
+    "sessid",
+    "sessionkey",
+    "sessionstate",
+    "usersession",
+    "aiohttpsession",
+    "connectsid",
+    "jwt",
+    "csrf",
+    "xsrf",
+    "cardnumber",
+    "cardnum",
+    "cardno",
+    "creditcard",
+    "ccnumber",
+    "ccnum",
+    "cvv",
+    "cvc",
+    "securitycode",
+    "socialsecurity",
+)
+"""Matched anywhere inside a normalised key: ``user_password``, ``X-Api-Key``, ``card_cvv``, ``cvv2``, ``PHPSESSID``."""
+
+WORD_KEYS: tuple[str, ...] = ("pwd", "pw", "pass", "pin", "pan", "ssn", "otp", "sid", "auth", "sig")
+"""Matched as one word of a key (words split at ``-_.``, spaces, brackets and camelCase): ``mysql_pwd``, ``x-auth``,
+``card_pin``, ``userSSN``, ``connect.sid`` — but not ``author``, ``spin`` or ``passenger``."""
+
+EXACT_KEYS: tuple[str, ...] = ("session", "sign", "signed", "symfony")
+"""Matched only as the whole key (``session``, ``_session``), because as words they name harmless things
+(``session_count``)."""
+
+EXEMPT_KEYS: tuple[str, ...] = (
+    "author",
+    "authors",
+    "authority",
+    "authored",
+    "sessioncount",
+    "tokencount",
+    "tokentype",
+    "maxtokens",
+    "prompttokens",
+    "completiontokens",
+    "totaltokens",
+)
+"""Known harmless keys that the rules above would otherwise match (the peers' known false positives)."""
+
+URL_SIGNATURE_KEYS: frozenset[str] = frozenset({"awsaccesskeyid", "signature", "sig", "x-goog-signature"})
+"""Query keys whose values OpenTelemetry's semantic conventions redact in ``url.full`` (compared lower-cased)."""
+
+CLIENT_IP_HEADERS: tuple[str, ...] = (
+    "x-forwarded-for",
+    "x-real-ip",
+    "forwarded",
+    "true-client-ip",
+    "cf-connecting-ip",
+    "x-client-ip",
+    "x-cluster-client-ip",
+    "fastly-client-ip",
+)
+"""Headers that carry the client's IP address: kept by default, masked with ``GOTRAILS_MASK_CLIENT_IP=true``."""
+
+_WORDS = re.compile(r"[A-Z]+(?![a-z])|[A-Z]?[a-z]+|\d+")
+
+
+def key_words(key: str) -> list[str]:
+    """The lower-cased words of a key: ``cardCvc`` → ``card, cvc``; ``X-API-KEY`` → ``x, api, key``."""
+    return [word.lower() for word in _WORDS.findall(key)]
+
+
+# ------------------------------------------------------------------------------------------- detectors
+
+
+def luhn_valid(digits: str) -> bool:
+    """Whether a string of digits passes the Luhn check used by payment card numbers."""
+    total = 0
+    for index, char in enumerate(reversed(digits)):
+        value = ord(char) - 48
+        if index % 2 == 1:
+            value *= 2
+            if value > 9:
+                value -= 9
+        total += value
+    return total % 10 == 0
+
+
+def _card(match: str) -> bool:
+    digits = "".join(ch for ch in match if ch.isdigit())
+    return 13 <= len(digits) <= 19 and luhn_valid(digits)
+
+
+def _basic(match: str) -> bool:
+    encoded = match.split()[-1]
+    try:
+        decoded = base64.b64decode(encoded + "=" * (-len(encoded) % 4), validate=True)
+    except (binascii.Error, ValueError):
+        return False
+    return b":" in decoded
+
+
+@dataclass(frozen=True)
+class Detector:
+    """A value masked whatever its key.
+
+    ``pattern`` is a regular expression; when it has a group named ``secret`` only that group is masked (the
+    ``Authorization:`` before it stays readable). ``hints`` are lower-case literals of which one must occur in the
+    lower-cased text before the expression runs (empty: always run); ``check`` confirms a match (Luhn for cards).
+    ``example`` must be masked and ``near_miss`` kept: the tests run both.
+    """
+
+    name: str
+    what: str
+    pattern: str
+    example: str
+    near_miss: str
+    hints: tuple[str, ...] = ()
+    check: Callable[[str], bool] | None = None
+
+
+_TOKEN_VALUE = r"""[^\s"',;&}\]]+"""
+
+DETECTORS: tuple[Detector, ...] = (
+    Detector(
+        "bearer",
+        "bearer credentials",
+        r"(?i:\bbearer\s+)[A-Za-z0-9\-._~+/]{6,}=*",
+        "Authorization: Bearer tok_1a2b3c4d",
+        "the bearer of bad news",
+        ("bearer",),
+    ),
+    Detector(
+        "basic",
+        "basic credentials (base64 of `user:password`)",
+        r"(?i:\bbasic\s+)[A-Za-z0-9+/]{8,}=*",
+        "Basic dXNlcjpwYXNzd29yZA==",
+        "basic authentication required",
+        ("basic",),
+        _basic,
+    ),
+    Detector(
+        "authorization",
+        "the value of an `Authorization:` header written in text, any scheme (`token …`, `Digest …`)",
+        r"(?i:(?:proxy-)?authorization)[\"']?\s*[:=]\s*[\"']?(?P<secret>[A-Za-z][\w.-]*[ \t]+" + _TOKEN_VALUE + r")",
+        "Authorization: token 0123456789abcdef",
+        "authorization failed for this request",
+        ("authorization",),
+    ),
+    Detector(
+        "password_phrase",
+        "a password with spaces in `password=…` / `password: …` text",
+        r"(?i:(?:password|passwd|passphrase|pwd)\s*[=:]\s*)(?P<secret>"
+        + _TOKEN_VALUE
+        + r"(?:[ \t]+(?![\w.\-\[\]%]+\s*[=:])"
+        + _TOKEN_VALUE
+        + r")*)",
+        "login user_password=correct horse battery",
+        "password reset requested for ann",
+        ("pass", "pwd"),
+    ),
+    Detector(
+        "jwt",
+        "JSON Web Tokens",
+        r"\beyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]*",
+        "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ1LTEifQ.c2lnbmF0dXJl",
+        "eyJhbGciOiJIUzI1NiJ9 alone",
+        ("eyj",),
+    ),
+    Detector(
+        "card",
+        "payment card numbers: 13 to 19 digits, spaces or dashes allowed, Luhn-checked (also JSON numbers)",
+        r"[2-6](?<!\d.)(?<!\d[.,].)(?:[ -]?\d){12,18}(?!\d|[.,]\d)",
+        "paid with 4111 1111 1111 1111.",
+        "order 4111111111111112 shipped",
+        (),
+        _card,
+    ),
+    Detector(
+        "github",
+        "GitHub tokens (`ghp_`, `gho_`, `ghs_`, `ghu_`, `ghr_`, `github_pat_`)",
+        r"\b(?:gh[pousr]_[A-Za-z0-9]{36,255}|github_pat_[A-Za-z0-9_]{22,255})\b",
+        "ghp_" + "a1B2c3D4e5" * 3 + "f6G7h8",
+        "ghp_short",
+        ("gh",),
+    ),
+    Detector(
+        "private_key",
+        "PEM private-key blocks (to the end of the text when the block is cut)",
+        r"-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY-----[\s\S]*?(?:-----END (?:[A-Z0-9]+ )*PRIVATE KEY-----|\Z)",
+        "-----BEGIN RSA PRIVATE KEY-----\nMIIEpAIBAAKCAQEA\n-----END RSA PRIVATE KEY-----",
+        "-----BEGIN PUBLIC KEY-----\nMIIBIjANBgkqhkiG9w0BAQEF\n-----END PUBLIC KEY-----",
+        ("-----begin",),
+    ),
+    Detector(
+        "aws_access_key_id",
+        "AWS access key ids (`AKIA…`, `ASIA…`)",
+        r"\b(?:AKIA|ASIA|ABIA|ACCA)[A-Z0-9]{16}\b",
+        "AKIAIOSFODNN7EXAMPLE",
+        "AKIA is a prefix",
+        ("akia", "asia", "abia", "acca"),
+    ),
+    Detector(
+        "slack",
+        "Slack tokens (`xoxb-`, `xoxp-`, `xoxa-`, …)",
+        r"\bxox[abposr]-[A-Za-z0-9-]{10,}",
+        "xoxb-1234567890-abcdefghij",
+        "xoxo-hugs",
+        ("xox",),
+    ),
+    Detector(
+        "stripe",
+        "Stripe secret and restricted keys (`sk_live_`, `rk_live_`, test keys too)",
+        r"\b[rs]k_(?:live|test)_[A-Za-z0-9]{10,}",
+        "sk_live_4eC39HqLyjWDarjtT1zdp7dc",
+        "task_live_view",
+        ("k_live_", "k_test_"),
+    ),
+    Detector(
+        "google_api_key",
+        "Google API keys (`AIza…`)",
+        r"\bAIza[0-9A-Za-z_-]{35}(?![\w-])",
+        "AIzaSyA1b2C3d4E5f6G7h8I9j0K1l2M3n4O5p6Q",
+        "AIzaShort",
+        ("aiza",),
+    ),
+)
+"""The value detectors, in the order they run. Remove one with ``GOTRAILS_MASK_PATTERNS='["-name"]'``."""
+
+
+# ------------------------------------------------------------------------------------ driver messages
+
+
+@dataclass(frozen=True)
+class DriverDump:
+    """Values that database drivers echo in error messages; ``pattern``'s group ``secret`` is replaced by
+    ``replacement`` (``None``: the SQL inside is masked like a statement). ``hint`` is a lower-case literal that
+    must occur in the lower-cased message before the expression runs."""
+
+    name: str
+    what: str
+    hint: str
+    pattern: str
+    replacement: str | None
+    example: str
+
+
+DRIVER_DUMPS: tuple[DriverDump, ...] = (
+    DriverDump(
+        "sqlalchemy_parameters",
+        "SQLAlchemy's `[parameters: …]` line (the arguments are in the integration's `args`, masked); an unusual shape "
+        "drops the rest of the message",
+        "[parameters: ",
+        r"(?m:\[parameters: (?P<secret>.*)\]$)",
+        "***",
+        "[SQL: INSERT INTO users (id, api_key) VALUES (%(id)s, %(api_key)s)]\n[parameters: ('o2', 'KEY-1')]",
+    ),
+    DriverDump(
+        "sqlalchemy_sql",
+        "SQLAlchemy's `[SQL: …]`: masked like any statement (inline literals for sensitive columns)",
+        "[sql: ",
+        r"\[SQL: (?P<secret>[\s\S]*?)\](?=\n|\Z)",
+        None,
+        "[SQL: INSERT INTO users (email, password) VALUES ('a@b.c', 'PW-1')]",
+    ),
+    DriverDump(
+        "postgres_key",
+        "PostgreSQL's `DETAIL: Key (col)=(value)`",
+        "key (",
+        r"(?i:\bKey )\([^)]*\)=\((?P<secret>.*?)\)(?=\s+(?:already exists|is not present|is still referenced|"
+        r"is duplicated|conflicts with)|(?m:\.?$))",
+        "***",
+        "DETAIL:  Key (api_key)=(KEY-1) already exists.",
+    ),
+    DriverDump(
+        "postgres_row",
+        "PostgreSQL's `Failing row contains (…)`",
+        "failing row contains",
+        r"Failing row contains \((?P<secret>.*)\)",
+        "***",
+        "DETAIL:  Failing row contains (7, null, PW-1).",
+    ),
+    DriverDump(
+        "postgres_input",
+        'PostgreSQL\'s `invalid input syntax for type …: "value"`',
+        "invalid input",
+        r"invalid input (?:syntax|value) for [^:\n]+: \"(?P<secret>[^\"\n]*)\"",
+        "***",
+        'invalid input syntax for type integer: "PW-1"',
+    ),
+    DriverDump(
+        "postgres_line",
+        "string literals in PostgreSQL's `LINE n:` statement excerpt",
+        "line ",
+        r"(?m:^LINE \d+: (?P<secret>.*)$)",
+        None,
+        "LINE 1: INSERT INTO users VALUES ('PW-1')\n                                  ^",
+    ),
+    DriverDump(
+        "mysql_duplicate",
+        "MySQL's `Duplicate entry '…' for key`",
+        "duplicate entry",
+        r"Duplicate entry '(?P<secret>.*?)' for key",
+        "***",
+        "Duplicate entry 'KEY-1' for key 'users.api_key'",
+    ),
+)
+"""Driver error dumps rewritten in every error message (``errors[]`` and each step's or integration's ``error``)."""
+
+
+# ------------------------------------------------------------------------------------------------ Redis
+
+REDIS_CREDENTIALS: dict[str, str] = {
+    "AUTH": "every argument",
+    "HELLO": "the username and password after `AUTH`",
+    "MIGRATE": "the arguments after `AUTH` / `AUTH2`",
+    "ACL SETUSER": "password rules (`>pw`, `<pw`, `#hash`, `!hash`)",
+    "CONFIG SET": "the value of `requirepass`, `masterauth` and the TLS key passphrases",
+    "HSET, HMSET, HSETNX": "values whose field name is sensitive (`HSET user password …`)",
+    "HGET, HMGET, HGETDEL": "replies for sensitive field names",
+    "SET, GET, GETSET, SETEX, …": "values and replies of keys whose last `:` segment is sensitive (`user:1:token`)",
+}
+"""Redis commands whose arguments or replies are masked (arguments are recorded with
+``GOTRAILS_CAPTURE_CACHE_VALUES=true``; ``AUTH``'s first argument always)."""
+
+
+# ---------------------------------------------------------------------------------------------- README
+
+
+def markdown() -> str:
+    """The README's "What is masked" tables, generated from the tables above."""
+    lines = [
+        "| rule | default entries |",
+        "|---|---|",
+        f"| key contains | {', '.join(f'`{k}`' for k in SUBSTRING_KEYS)} |",
+        f"| key has the word | {', '.join(f'`{k}`' for k in WORD_KEYS)} |",
+        f"| key is | {', '.join(f'`{k}`' for k in EXACT_KEYS)} |",
+        f"| never (known false positives) | {', '.join(f'`{k}`' for k in EXEMPT_KEYS)} |",
+        f"| URL query keys (OpenTelemetry) | {', '.join(f'`{k}`' for k in sorted(URL_SIGNATURE_KEYS))} |",
+        f"| client-IP headers (`GOTRAILS_MASK_CLIENT_IP`) | {', '.join(f'`{k}`' for k in CLIENT_IP_HEADERS)} |",
+        "",
+        "| value detector | masks | example |",
+        "|---|---|---|",
+    ]
+    lines += [f"| `{d.name}` | {d.what} | `{_one_line(d.example)}` |" for d in DETECTORS]
+    lines += ["", "| driver message | masks | example |", "|---|---|---|"]
+    lines += [f"| `{d.name}` | {d.what} | `{_one_line(d.example)}` |" for d in DRIVER_DUMPS]
+    lines += ["", "| Redis command | masked |", "|---|---|"]
+    lines += [f"| `{command}` | {what} |" for command, what in REDIS_CREDENTIALS.items()]
+    return "\n".join(lines) + "\n"
+
+
+def _one_line(text: str) -> str:
+    return text.replace("\n", "\\n").replace("|", "\\|")
