@@ -17,6 +17,7 @@ from opentelemetry.instrumentation.celery import CeleryInstrumentor
 from opentelemetry.trace import SpanKind
 
 from gotrails_otel.hooks import celery as celery_hooks
+from gotrails_otel.view.model import entry_summary
 
 from .conftest import TrailHarness
 from .processes import AppProcess, start_apps
@@ -125,6 +126,7 @@ def test_task_runs_are_trails_and_publishes_are_integrations(
     assert charged["otel"]["trace_id"] == request["otel"]["trace_id"]  # the publisher's trace continues
     assert charged["otel"]["parent_span_id"] == charge_call["span_id"]
     assert charged["status"] == "ok" and charged["complete"] is True
+    assert entry_summary(charged) == "run shop.charge → SUCCESS"  # as gotrails-otel view shows it
 
     failed = runs[("shop.fail", 0)]
     assert failed["response"]["state"] == "FAILURE"
