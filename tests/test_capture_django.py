@@ -71,6 +71,9 @@ def _start(apps: Callable[..., AppProcess], server: str, env: dict[str, str], tm
     _migrate(env, tmp_path)
     port = free_port()
     env = {**env, "DJANGO_SETTINGS_MODULE": "djangoapp.settings"}
+    if server == "uvicorn":  # zero code, Django as an ASGI application
+        command = ["uvicorn", "djangoapp.asgi:application", "--port", str(port), "--log-level", "warning"]
+        return apps(command, env, name="django", port=port)
     if server == "gunicorn":  # zero code: opentelemetry-instrument with the stock distro
         command = ["gunicorn", "djangoapp.wsgi:application", "--bind", f"127.0.0.1:{port}", "--workers", "1"]
         return apps(command, env, name="django", port=port)
@@ -92,6 +95,7 @@ def _no_secrets(trails: list[dict[str, Any]]) -> None:
         ("gunicorn", "postgres", "new"),
         ("runserver", "sqlite", "old"),
         ("runserver", "postgres", "new"),
+        ("uvicorn", "sqlite", "old"),
     ],
 )
 def test_django_view_orm_and_requests_call(
