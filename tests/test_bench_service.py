@@ -32,8 +32,9 @@ def test_bench_service_smoke(tmp_path: Path) -> None:
     for run in runs:
         assert run["errors"] == 0, run
         assert run["requests"] == 20, run
-        assert run["cpu_seconds"] > 0, run
+        assert run["cpu_seconds"] >= 0, run  # 20 requests may stay below the OS's 10 ms accounting tick
         if run["setup"] == "gotrails":
             # bench_service checked each trail file: one trail per request, body captured, card number masked
             assert run["trails"] == run["completed_total"], run
+    assert any(run["cpu_seconds"] > 0 for run in runs), runs
     assert "gotrails CPU/request as a share of what OTel adds" in done.stdout
