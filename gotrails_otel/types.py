@@ -33,7 +33,7 @@ __all__ = [
     "Trail",
 ]
 
-EntryKind = Literal["http", "grpc", "kafka", "custom"]
+EntryKind = Literal["http", "grpc", "kafka", "task", "custom"]
 IntegrationType = Literal["http", "kafka", "database", "cache", "grpc", "custom"]
 Status = Literal["ok", "error"]
 FlushReason = Literal["complete", "grace_expired", "max_age", "capacity", "shutdown"]
@@ -44,6 +44,7 @@ class EntryPayload(TypedDict, total=False):
 
     HTTP: ``method, path, query, route, headers, body`` / ``status, headers, body``. gRPC: ``method, metadata,
     message`` / ``status_code, message``. Kafka consumer: ``action, topic, partition, offset, key, value, headers``.
+    Celery task: ``action, task, id, args, kwargs, retries, queue, eta, headers`` / ``state, result``.
     """
 
     method: str | None
