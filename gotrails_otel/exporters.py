@@ -25,6 +25,7 @@ from opentelemetry import trace
 from opentelemetry._logs import Logger, LoggerProvider, SeverityNumber, get_logger_provider
 
 from .config import TrailConfig
+from .integrity import CHECKPOINT, is_checkpoint
 from .sealed import SealedTrail
 
 try:  # POSIX: rotation is coordinated between processes with a lock file
@@ -319,7 +320,8 @@ class FileTrailExporter:
 
 
 class InMemoryTrailExporter:
-    """Keeps trails in memory; for tests. :meth:`get_finished_trails` returns fresh plain dicts of what went out."""
+    """Keeps trails in memory; for tests. :meth:`get_finished_trails` returns fresh plain dicts of what went out;
+    checkpoints of the hash chain are kept apart from the trails (:meth:`get_finished_records` has both)."""
 
     def __init__(self) -> None:
         self._trails: list[SealedTrail] = []
@@ -334,7 +336,12 @@ class InMemoryTrailExporter:
             self._trails.append(trail)
 
     def get_finished_trails(self) -> list[dict[str, Any]]:
-        """The trails exported so far, in export order, each a fresh plain dict decoded from what was exported."""
+        """The trails exported so far, in export order, each a fresh plain dict decoded from what was exported
+        (without checkpoint records)."""
+        return [record for record in self.get_finished_records() if not is_checkpoint(record)]
+
+    def get_finished_records(self) -> list[dict[str, Any]]:
+        """Everything exported so far, trails and checkpoints, in export order, as fresh plain dicts."""
         with self._lock:
             sealed = list(self._trails)
         return [orjson.loads(trail.data) for trail in sealed]
@@ -362,8 +369,8 @@ class OTelLogTrailExporter:
 
     The record's event name is ``gotrails.trail``, its body the trail (a fresh plain dict), its timestamp the request
     start and its trace and span ids those of the request's root span, so whatever logs exporter is configured
-    (``OTEL_LOGS_EXPORTER=console``, ``otlp``…) ships it and backends link it to the trace. Records that are not
-    trails (no ``otel`` ids) are emitted unlinked.
+    (``OTEL_LOGS_EXPORTER=console``, ``otlp``…) ships it and backends link it to the trace. A checkpoint of the
+    hash chain goes out as a record of its own with event name ``gotrails.checkpoint``.
     """
 
     def __init__(self, logger_provider: LoggerProvider | None = None) -> None:
@@ -381,6 +388,15 @@ class OTelLogTrailExporter:
 
     def export(self, trail: SealedTrail) -> None:
         body: dict[str, Any] = orjson.loads(trail.data)
+        if is_checkpoint(body):
+            self._get_logger().emit(
+                severity_number=SeverityNumber.INFO,
+                severity_text="INFO",
+                body=body,
+                event_name=CHECKPOINT,
+                attributes={"gotrails.chain": str(body.get("chain")), "gotrails.seq": int(body.get("seq") or 0)},
+            )
+            return
         otel = body.get("otel")
         context = None
         if isinstance(otel, dict):

@@ -67,6 +67,16 @@ class Counters:
         except Exception:  # a broken MeterProvider must not break the request path
             _log.debug("gotrails: recording a metric failed", exc_info=True)
 
+    def add(self, name: str, n: int = 1, *, reason: str | None = None) -> None:
+        """``trails`` (flushed), ``failures`` (a stage) or a drop of ``name``, by ``reason`` (the sampler counts
+        through this)."""
+        if name == "trails":
+            self.flushed(reason or "")
+        elif name == "failures":
+            self.failed(reason or "", n)
+        else:
+            self.dropped(name, reason or "", n)
+
     def snapshot(self) -> dict[str, int]:
         with self._lock:
             return dict(self.values)

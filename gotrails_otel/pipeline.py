@@ -26,8 +26,10 @@ from .buffer import FlushReason, Trail, TrailBuffer
 from .config import TrailConfig
 from .exporters import ExportError, TrailExporter, exporter_name
 from .fold import FoldInput, fold
+from .integrity import Chain
 from .metrics import Counters, FailureLog
 from .redact import Policy
+from .sampling import TrailSampler
 from .sealed import SealedTrail, seal
 
 __all__ = ["DropTrail", "ExportQueue", "FlushWorker", "Stage", "build_stages"]
@@ -47,20 +49,30 @@ _EXPORT_BATCH = 32
 
 
 class DropTrail(Exception):
-    """Raised by a stage to drop the trail; counted as ``trails.<reason>`` in the dropped metrics."""
+    """Raised by a stage to drop the trail; counted as ``trails.<reason>`` in the dropped metrics (unless the stage
+    counted it already: ``counted=True``)."""
 
-    def __init__(self, reason: str) -> None:
+    def __init__(self, reason: str, *, counted: bool = False) -> None:
         super().__init__(reason)
         self.reason = reason
+        self.counted = counted
 
 
-def build_stages(config: TrailConfig) -> list[Stage]:
-    """The stages between the masking policy and the seal, in order.
+def build_stages(config: TrailConfig, sampler: TrailSampler) -> list[Stage]:
+    """The stages between the masking policy and the integrity stamp, in order: tail sampling (a trail it drops is
+    counted by reason, never stamped). The integrity stamp itself always comes last, just before the seal, so that
+    the hash covers exactly what is exported."""
+    stages: list[Stage] = []
+    if sampler.active:
 
-    This is where the compliance stages plug in: sampling first (a trail it drops is counted by reason, never
-    stamped), then the integrity stamp (adds the ``integrity`` object, in export order).
-    """
-    return []
+        def sample(document: dict[str, Any]) -> dict[str, Any]:
+            reason = sampler.decide(document)  # counts what it drops (sampled_out.<reason>)
+            if reason is not None:
+                raise DropTrail(reason, counted=True)
+            return document
+
+        stages.append(sample)
+    return stages
 
 
 def _suppressed() -> object:
@@ -98,8 +110,10 @@ class ExportQueue:
         counters: Counters,
         failures: FailureLog,
         own_threads: set[int],
+        on_lost: Callable[[SealedTrail], None] | None = None,
     ) -> None:
         self._exporter = exporter
+        self.on_lost = on_lost
         self.timeout_s = timeout_s
         self.max_items = max_items
         self.max_bytes = max_bytes
@@ -140,20 +154,33 @@ class ExportQueue:
 
     def put(self, trails: list[SealedTrail]) -> None:
         """Queue ``trails`` for export, in order; what does not fit (the queue is full, or closed) is counted."""
+        lost: list[SealedTrail] = []
         with self.lock:
             for trail in trails:
                 size = len(trail.data)
                 if self._closed:
                     self._counters.dropped("trails", "exporter_shut_down")
+                    lost.append(trail)
                 elif len(self._items) >= self.max_items or self.nbytes + size > self.max_bytes:
                     self._counters.dropped("trails", "export_queue_full")
                     self._failures.report("queueing a trail for export", self._overflow)
+                    lost.append(trail)
                 else:
                     self._items.append(_Job("export", trail, size))
                     self.nbytes += size
             if self._items:
                 self._start()
                 self._work.notify()
+        for trail in lost:
+            self._lost(trail)
+
+    def _lost(self, trail: SealedTrail) -> None:
+        """A sealed trail that will not reach (every) exporter: tell whoever keeps count of them (the hash chain)."""
+        if self.on_lost is not None:
+            try:
+                self.on_lost(trail)
+            except Exception:  # never at the cost of the queue
+                _log.debug("gotrails: noting a lost trail failed", exc_info=True)
 
     def _overflow(self) -> OverflowError:
         return OverflowError(
@@ -202,6 +229,8 @@ class ExportQueue:
         if left:
             self._counters.dropped("trails", "unexported_at_shutdown", len(left))
             _log.error("gotrails: %d trail(s) were not exported before the shutdown timeout", len(left))
+            for job in left:
+                self._lost(job.arg)
 
     # ------------------------------------------------------------------------------------------- watchdog
 
@@ -225,6 +254,8 @@ class ExportQueue:
         what = f"exporting to {name}" if job.kind == "export" else f"{job.kind} of {name}"
         self._counters.failed("export_timeout", exporter=name)
         self._failures.report(what, TimeoutError(f"no answer within {self.timeout_s:g} s; abandoned"))
+        if job.kind == "export":
+            self._lost(job.arg)
         if job.done is not None:
             job.done.set()
         self._start()
@@ -290,6 +321,8 @@ class ExportQueue:
                 self._failed(job, exporter_name(failed), error)
         except Exception as error:  # an exporter failure must not stop the other trails
             self._failed(job, exporter_name(exporter), error)
+        if job.kind == "export":
+            self._lost(job.arg)
         return False
 
     def _failed(self, job: _Job, name: str, error: BaseException) -> None:
@@ -310,6 +343,8 @@ class FlushWorker:
         failures: FailureLog,
         exports: ExportQueue,
         own_threads: set[int],
+        sampler: TrailSampler,
+        chain: Chain | None,
     ) -> None:
         self.buffer = buffer
         self.config = config
@@ -318,8 +353,10 @@ class FlushWorker:
         self.failures = failures
         self.exports = exports
         self.own_threads = own_threads
-        self.stages: list[Stage] = build_stages(config)
+        self.stages: list[Stage] = build_stages(config, sampler)
+        self.chain = chain
         self._records: list[SealedTrail] = []
+        self._checkpoint_retry_at = 0.0
         self.reset()
 
     def emit(self, record: SealedTrail) -> None:
@@ -365,14 +402,16 @@ class FlushWorker:
                             self._batch.extend(buffer.take_ready())
                             self._busy = True
                             break
+                        if self._stopping or self._checkpoint_due(now):
+                            break
                         self._busy = False
                         self._idle.notify_all()
-                        if self._stopping:
-                            return
                         wait = self._wait_time(now, next_deadline)
                         buffer.worker_waiting = True
                         buffer.wakeup.wait(wait)
                         buffer.worker_waiting = False
+                if self._stopping and not self._batch:
+                    return  # every trail is sealed (the final checkpoint follows their export: see the processor)
                 batch, check_at = self._batch, 0.0
                 sealed: list[SealedTrail] = []
                 while batch:
@@ -393,6 +432,8 @@ class FlushWorker:
                         check_at = self._check_deadlines(now)
                 if sealed:
                     self.exports.put(sealed)
+                if self._checkpoint_due(time.monotonic()):
+                    self._checkpoint(final=False)
         finally:
             otel_context.detach(token)  # type: ignore[arg-type]
             self.own_threads.discard(ident)
@@ -416,8 +457,33 @@ class FlushWorker:
         export_deadline = self.exports.supervise(now)
         if export_deadline is None and self.exports.busy():
             export_deadline = now + min(self.exports.timeout_s, 1.0)  # an export may start while we sleep
-        deadlines = [d for d in (next_deadline, export_deadline) if d is not None]
+        checkpoint_in = self.chain.due_in(now) if self.chain is not None else None
+        checkpoint = None if checkpoint_in is None else now + checkpoint_in
+        deadlines = [d for d in (next_deadline, export_deadline, checkpoint) if d is not None]
         return max(min(deadlines) - now, 0.0) if deadlines else None
+
+    def _checkpoint_due(self, now: float) -> bool:
+        due = self.chain.due_in(now) if self.chain is not None else None
+        return due is not None and due <= 0 and now >= self._checkpoint_retry_at
+
+    def final_checkpoint(self) -> None:
+        """Export the chain's final checkpoint (at shutdown, once the trails were exported: it lists the lost ones)."""
+        self._checkpoint(final=True)
+
+    def _checkpoint(self, *, final: bool) -> None:
+        """Export a checkpoint of the hash chain's head (periodic, or the final one)."""
+        if self.chain is None:
+            return
+        counts = self.counters.snapshot()
+        sampled = {k.split(".", 1)[1]: v for k, v in counts.items() if k.startswith("sampled_out.")}
+        try:
+            record = self.chain.checkpoint(final=final, extra={"sampled_out": sampled} if sampled else None)
+            if record is not None:
+                self.exports.put([seal(record)])
+        except Exception as error:  # the trails go on; verify reports the missing checkpoint
+            self.counters.failed("checkpoint")
+            self.failures.report("making a checkpoint of the hash chain", error)
+            self._checkpoint_retry_at = time.monotonic() + 1.0
 
     def drain(self, deadline: float) -> bool:
         """Wait until every flushed trail has been sealed and queued for export (or ``deadline``)."""
@@ -510,7 +576,8 @@ class FlushWorker:
             try:
                 result = stage(document)
             except DropTrail as drop:
-                self.counters.dropped("trails", drop.reason)
+                if not drop.counted:
+                    self.counters.dropped("trails", drop.reason)
                 return None
             except Exception as error:  # a failing stage is skipped, the trail goes on
                 self.counters.failed("stage")
@@ -520,4 +587,11 @@ class FlushWorker:
                 self.counters.dropped("trails", str(getattr(stage, "__name__", "stage")))
                 return None
             document = result
-        return seal(document)
+        if self.chain is not None:  # last, so that the hash covers exactly what is exported
+            try:
+                return SealedTrail(self.chain.stamp(document))  # its canonical bytes, exactly as hashed
+            except Exception as error:  # exported without its link: verify reports it, the chain stays whole
+                self.counters.failed("integrity")
+                self.failures.report("stamping a trail into the hash chain", error)
+        data = getattr(document, "data", None)  # a stage that sealed the trail itself
+        return SealedTrail(data) if type(data) is bytes else seal(document)

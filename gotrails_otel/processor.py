@@ -22,9 +22,12 @@ from . import registry
 from .buffer import FlushReason, TrailBuffer, TrailState
 from .config import TrailConfig
 from .exporters import TrailExporter, exporter_from_config
+from .integrity import Chain
 from .metrics import Counters, FailureLog, register_gauges
 from .pipeline import ExportQueue, FlushWorker
 from .records import SpanRecord
+from .sampling import TrailSampler
+from .sealed import SealedTrail
 from .store import CaptureStore
 
 __all__ = ["CaptureStore", "FlushReason", "ProcessorState", "TrailProcessor", "TrailState", "processors"]
@@ -81,7 +84,9 @@ class TrailProcessor(SpanProcessor):
             max_errors=config.max_errors_per_trail,
             counters=counters,
         )
-        self.captures = CaptureStore(buffer, config, counters)
+        policy = config.policy()
+        self.captures = CaptureStore(buffer, config, counters, policy)
+        self._chain = Chain.from_config(config)
         self._exports = ExportQueue(
             exporter if exporter is not None else exporter_from_config(config),
             timeout_s=config.export_timeout_ms / 1000.0,
@@ -90,9 +95,18 @@ class TrailProcessor(SpanProcessor):
             counters=counters,
             failures=failures,
             own_threads=self._own_threads,
+            on_lost=self._lost if self._chain is not None else None,
         )
         self._worker = FlushWorker(
-            buffer, config, config.policy(), counters, failures, self._exports, self._own_threads
+            buffer,
+            config,
+            policy,
+            counters,
+            failures,
+            self._exports,
+            self._own_threads,
+            TrailSampler.from_config(config, counters.add),
+            self._chain,
         )
         self._root_kinds = config.root_kinds
         self._max_spans = config.max_spans_per_trail
@@ -111,6 +125,20 @@ class TrailProcessor(SpanProcessor):
     @exporter.setter
     def exporter(self, exporter: TrailExporter) -> None:
         self._exports.exporter = exporter
+
+    @property
+    def chain(self) -> Chain | None:
+        """The hash chain that stamps this processor's trails (``None`` with ``GOTRAILS_INTEGRITY=false``)."""
+        return self._chain
+
+    def _lost(self, trail: SealedTrail) -> None:
+        """A stamped trail that did not reach every exporter: the next checkpoint lists its ``seq``."""
+        chain = self._chain
+        if chain is None or "integrity" not in trail:
+            return
+        seq = trail["integrity"].get("seq")
+        if isinstance(seq, int):
+            chain.note_lost(seq)
 
     @property
     def stages(self) -> list[Any]:
@@ -272,6 +300,8 @@ class TrailProcessor(SpanProcessor):
                     self._counters.dropped("trails", "unsealed_at_shutdown", unsealed)
                     _log.error("gotrails: %d trail(s) were not sealed before the shutdown timeout", unsealed)
             if self._exports.drain(deadline):
+                self._worker.final_checkpoint()  # after the exports: it lists the trails that did not make it
+                self._exports.drain(deadline)
                 self._exports.call("force_flush", max(deadline - time.monotonic(), 0.0))
             self._exports.call("shutdown", max(deadline - time.monotonic(), 0.0))
             self._exports.close()

@@ -12,11 +12,13 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from ._json import DEPTH_MARKER, MAX_DEPTH, json_safe
+from .bridge import set_span_metadata
 from .buffer import MAX_METADATA_KEYS, Trail, TrailBuffer, TrailState
 
 if TYPE_CHECKING:
     from .config import TrailConfig
     from .metrics import Counters
+    from .redact import Policy
 
 __all__ = ["BodyCapture", "CaptureStore", "Target", "estimate", "snapshot"]
 
@@ -157,10 +159,12 @@ class CaptureStore:
     and on the root span ``trace_id``/``request_id``.
     """
 
-    def __init__(self, buffer: TrailBuffer, config: TrailConfig, counters: Counters) -> None:
+    def __init__(self, buffer: TrailBuffer, config: TrailConfig, counters: Counters, policy: Policy) -> None:
         self._buffer = buffer
         self._config = config
         self._counters = counters
+        self._policy = policy
+        self._on_span = config.metadata_on_span
 
     @property
     def config(self) -> TrailConfig:
@@ -227,9 +231,13 @@ class CaptureStore:
             return True
 
     def add_metadata(self, span_id: int, fields: Mapping[str, Any]) -> bool:
-        """Merge ``fields`` into the ``metadata{}`` of the trail that owns ``span_id`` (at most 1,000 keys)."""
+        """Merge ``fields`` into the ``metadata{}`` of the trail that owns ``span_id`` (at most 1,000 keys).
+
+        With ``metadata_on_span`` the fields also go, masked, onto the request's root span while it runs (the
+        OpenTelemetry bridge)."""
         size = estimate(fields)
         buffer = self._buffer
+        accepted: dict[str, Any] = {}
         with buffer.lock:
             trail = self._open_trail(span_id)
             if trail is None:
@@ -237,12 +245,15 @@ class CaptureStore:
             metadata = trail.metadata
             for key, value in fields.items():
                 if key in metadata or len(metadata) < MAX_METADATA_KEYS:
-                    metadata[key] = value
+                    metadata[key] = accepted[key] = value
                 else:
                     trail.count("metadata")
                     self._counters.dropped("metadata", "max_keys")
             buffer.charge(trail, size)
-            return True
+            root = trail.root if self._on_span and trail.root_ended is None else None
+        if root is not None and accepted:  # masked, outside the lock
+            set_span_metadata(root, self._policy, accepted)  # type: ignore[arg-type]
+        return True
 
     def add_error(self, span_id: int, error: dict[str, Any]) -> bool:
         """Append an entry to ``errors[]`` of the trail that owns ``span_id`` (at most ``max_errors_per_trail``)."""

@@ -20,6 +20,7 @@ from opentelemetry.sdk._logs.export import InMemoryLogRecordExporter, SimpleLogR
 
 import gotrails_otel as gt
 from gotrails_otel.exporters import exporter_from_config
+from gotrails_otel.integrity import is_checkpoint
 
 from .conftest import TrailHarness, validate_trail
 from .forking import fork, requires_fork
@@ -139,9 +140,10 @@ def test_default_without_a_logger_provider_is_stdout_with_one_notice() -> None:
     result = _run(_SCRIPT.format(setup=""))
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
-    assert len(lines) == 2
-    for line in lines:
+    assert len(lines) == 3  # two trails, then the hash chain's final checkpoint
+    for line in lines[:2]:
         validate_trail(orjson.loads(line))
+    assert orjson.loads(lines[2])["record"] == "gotrails.checkpoint"
     assert result.stderr.count("no OpenTelemetry SDK LoggerProvider with a logs exporter is configured") == 1
 
 
@@ -153,7 +155,7 @@ def test_an_sdk_logger_provider_without_exporters_is_not_a_destination() -> None
     """
     result = _run(_SCRIPT.format(setup=textwrap.indent(textwrap.dedent(setup), "    ")))
     assert result.returncode == 0, result.stderr
-    assert len(result.stdout.splitlines()) == 2  # the trails went to stdout instead of vanishing
+    assert len(result.stdout.splitlines()) == 3  # the trails (and checkpoint) went to stdout instead of vanishing
     assert "with a logs exporter" in result.stderr
 
 
@@ -171,7 +173,7 @@ def test_default_with_an_sdk_logger_provider_is_otel_logs() -> None:
     """
     result = _run(_SCRIPT.format(setup=textwrap.indent(textwrap.dedent(setup), "    ")))
     assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == '["gotrails.trail", "gotrails.trail"]'
+    assert result.stdout.strip() == '["gotrails.trail", "gotrails.trail", "gotrails.checkpoint"]'
     assert "LoggerProvider" not in result.stderr
 
 
@@ -194,10 +196,13 @@ def _lines(stdout: bytes) -> tuple[list[dict[str, Any]], list[bytes], list[bytes
             continue
         if line.startswith(b"{"):
             try:
-                trails.append(orjson.loads(line))
-                continue
+                record = orjson.loads(line)
             except orjson.JSONDecodeError:
                 pass
+            else:
+                if not is_checkpoint(record):  # the hash chain's checkpoints are whole lines too
+                    trails.append(record)
+                continue
         elif _APP_LINE.match(line.decode("utf-8", "replace")):
             app.append(line)
             continue
@@ -297,9 +302,10 @@ for pid in pids:
     result = _run_script(_TRAILS_SCRIPT.format(exporter="file", path=str(path), body=body))
     assert result.returncode == 0, result.stderr.decode()
     lines = path.read_bytes().splitlines()
-    trails = [orjson.loads(line) for line in lines]  # every line is one whole trail
+    records = [orjson.loads(line) for line in lines]  # every line is one whole record
+    trails = [record for record in records if not is_checkpoint(record)]
     assert sorted(t["metadata"]["tag"] for t in trails) == ["w0"] * 40 + ["w1"] * 40
-    assert min(len(line) for line in lines) > 16_000
+    assert min(len(orjson.dumps(trail)) for trail in trails) > 16_000
 
 
 def test_file_exporter_reopens_a_moved_or_deleted_file(harness: TrailHarness, tmp_path: Path) -> None:
@@ -370,7 +376,7 @@ for pid in pids:
         lines = data.splitlines()
         # Each process checks the size before its write: a file may go past the limit by a line per process.
         assert len(data) <= 40_000 + 3 * max(len(line) + 1 for line in lines)
-        tags += [orjson.loads(line)["metadata"]["tag"] for line in lines]
+        tags += [record["metadata"]["tag"] for record in map(orjson.loads, lines) if not is_checkpoint(record)]
     assert sorted(tags) == ["w0"] * 200 + ["w1"] * 200 + ["w2"] * 200
 
 
