@@ -174,6 +174,8 @@ class Detector:
 
 
 _TOKEN_VALUE = r"""[^\s"',;&}\]]+"""
+# A SQL placeholder is not a password (``SET password = :p WHERE …``).
+_NOT_A_PLACEHOLDER = r"(?!(?:\?\d*|%s|\$\d+|:\w+|%\(\w+\)s)(?:[\s,;)]|$))"
 
 DETECTORS: tuple[Detector, ...] = (
     Detector(
@@ -204,7 +206,8 @@ DETECTORS: tuple[Detector, ...] = (
     Detector(
         "password_phrase",
         "a password with spaces in `password=…` / `password: …` text",
-        r"(?i:(?:password|passwd|passphrase|pwd)\s*[=:]\s*)(?P<secret>"
+        r"(?i:(?:password|passwd|passphrase|pwd)\s*(?:=>|[=:](?!>))\s*)(?P<secret>"
+        + _NOT_A_PLACEHOLDER
         + _TOKEN_VALUE
         + r"(?:[ \t]+(?![\w.\-\[\]%]+\s*[=:])"
         + _TOKEN_VALUE
@@ -305,7 +308,7 @@ DRIVER_DUMPS: tuple[DriverDump, ...] = (
         "SQLAlchemy's `[parameters: …]` line (the arguments are in the integration's `args`, masked); an unusual shape "
         "drops the rest of the message",
         "[parameters: ",
-        r"(?m:\[parameters: (?P<secret>.*)\]$)",
+        r"(?m:\[parameters: (?P<secret>.*?)(?:\]$|$))",
         "***",
         "[SQL: INSERT INTO users (id, api_key) VALUES (%(id)s, %(api_key)s)]\n[parameters: ('o2', 'KEY-1')]",
     ),
@@ -313,7 +316,7 @@ DRIVER_DUMPS: tuple[DriverDump, ...] = (
         "sqlalchemy_sql",
         "SQLAlchemy's `[SQL: …]`: masked like any statement (inline literals for sensitive columns)",
         "[sql: ",
-        r"\[SQL: (?P<secret>[\s\S]*?)\](?=\n|\Z)",
+        r"\[SQL: (?P<secret>(?:[^\]]|\](?!\n|\Z))*)",
         None,
         "[SQL: INSERT INTO users (email, password) VALUES ('a@b.c', 'PW-1')]",
     ),
@@ -321,8 +324,8 @@ DRIVER_DUMPS: tuple[DriverDump, ...] = (
         "postgres_key",
         "PostgreSQL's `DETAIL: Key (col)=(value)`",
         "key (",
-        r"(?i:\bKey )\([^)]*\)=\((?P<secret>.*?)\)(?=\s+(?:already exists|is not present|is still referenced|"
-        r"is duplicated|conflicts with)|(?m:\.?$))",
+        r"(?i:\bKey )\([^)\n]{0,512}\)=\((?P<secret>.*?)(?:\)(?=\s+(?:already exists|is not present|"
+        r"is still referenced|is duplicated|conflicts with)|\.?(?m:$))|(?m:$))",
         "***",
         "DETAIL:  Key (api_key)=(KEY-1) already exists.",
     ),
@@ -330,7 +333,7 @@ DRIVER_DUMPS: tuple[DriverDump, ...] = (
         "postgres_row",
         "PostgreSQL's `Failing row contains (…)`",
         "failing row contains",
-        r"Failing row contains \((?P<secret>.*)\)",
+        r"Failing row contains \((?P<secret>.*?)(?:\)\.?(?m:$)|(?m:$))",
         "***",
         "DETAIL:  Failing row contains (7, null, PW-1).",
     ),
@@ -338,7 +341,7 @@ DRIVER_DUMPS: tuple[DriverDump, ...] = (
         "postgres_input",
         'PostgreSQL\'s `invalid input syntax for type …: "value"`',
         "invalid input",
-        r"invalid input (?:syntax|value) for [^:\n]+: \"(?P<secret>[^\"\n]*)\"",
+        r"invalid input (?:syntax|value) for [^:\n]+: \"(?P<secret>[^\"\n]*)",
         "***",
         'invalid input syntax for type integer: "PW-1"',
     ),
@@ -354,7 +357,7 @@ DRIVER_DUMPS: tuple[DriverDump, ...] = (
         "mysql_duplicate",
         "MySQL's `Duplicate entry '…' for key`",
         "duplicate entry",
-        r"Duplicate entry '(?P<secret>.*?)' for key",
+        r"Duplicate entry '(?P<secret>.*?)(?:' for key|(?m:$))",
         "***",
         "Duplicate entry 'KEY-1' for key 'users.api_key'",
     ),

@@ -107,11 +107,16 @@ DEFAULT_ALLOWED_HEADERS: frozenset[str] = frozenset(
 (``dropped.headers``)."""
 
 _NORMALISE = re.compile(r"[\s\-_.]+")
-# key=value / "key": value / key: value inside text; the key is tested with Policy.is_sensitive. A value may be a
-# quoted string, an opening bracket (the whole bracketed value is masked) or a bare word.
+# key=value / "key": value / key: value / key => value inside text; the key is tested with Policy.is_sensitive. A key
+# starts where a word starts (after an escape such as \n or after "--" too), so that a long word is scanned once, not
+# from every character; it may be quoted, also with escaped quotes (JSON inside a JSON string: \"key\": \"value\").
+# A value may be a quoted string (JSON, escaped JSON, 'SQL''s', b'bytes'), an opening bracket (the whole bracketed
+# value is masked) or a bare word.
 _PAIR = re.compile(
-    r"""(?P<lead>(?P<q>["']?)(?P<key>[A-Za-z_][\w.\-\[\]%]{0,63})(?P=q)\s*[:=]\s*)"""
-    r"""(?P<value>"(?:[^"\\]|\\.)*"?|'[^']*'?|[{\[]|[^\s&,;"'}\]]+)"""
+    r"""(?P<lead>(?:(?<=\\[nrt])|(?<=--)|(?<![\w.\-\[\]%\\])|(?<![\w\\])(?=[bu]?['"]))(?:[bu](?='))?"""
+    r"""(?P<q>\\{1,3}"|["']|)(?P<key>\d*[A-Za-z_][\w.\-\[\]%]{0,127})(?P=q)\s*(?:=>|[:=](?!>))\s*)"""
+    r"""(?P<value>"(?:[^"\\]|\\.)*"?|\\{1,3}"[^"]*"?|[bBuUrR]?'(?:[^'\\]|\\.|'')*'?|[{\[]"""
+    r"""|(?:[^\s&,;"'}\]\\]|\\(?![nrt"\\]))+)"""
 )
 _ENTRY_PAYLOAD = ("request", "response", "metadata", "error")
 _RESERVE = 256
@@ -310,7 +315,7 @@ class Policy:
             value = match.group("value")
             position = match.end()
             if not self.is_sensitive(match.group("key")) or _SQL_PLACEHOLDER.fullmatch(value) or value == MASK:
-                if value[:1] in ("{", "[", '"', "'"):
+                if value[:1] in _OPENERS or value[1:2] == "'":
                     position = match.start("value") + 1  # look for pairs inside the brackets or the quotes
                 continue
             start = match.start("value")
@@ -319,9 +324,8 @@ class Policy:
                 masked = MASK
             else:
                 end = match.end()
-                quote = value[0] if value[:1] in ('"', "'") else ""
-                masked = f"{quote}{MASK}{quote}"
-                if quote and value[1:-1] == MASK:
+                masked = _masked_value(value)
+                if masked == value:
                     continue
             pieces.append(text[last:start])
             pieces.append(masked)
@@ -725,6 +729,22 @@ def _mask_positions(value: Any, sensitive: list[bool]) -> Any:
     if isinstance(value, list):
         return [MASK if i < len(sensitive) and sensitive[i] and v is not None else v for i, v in enumerate(value)]
     return MASK if value is not None else None
+
+
+_OPENERS = frozenset("{[\"'\\")
+
+
+def _masked_value(value: str) -> str:
+    """The mask for one value of a text pair, keeping its quotes: ``"***"``, ``\\"***\\"``, ``b'***'``, ``***``."""
+    head = value[0]
+    if head == '"' or head == "'":
+        return f"{head}{MASK}{head}"
+    if head == "\\" and 0 < (quote := value.find('"')) <= 3:
+        opener = value[: quote + 1]
+        return f"{opener}{MASK}{opener}"
+    if value[1:2] == "'":
+        return f"{head}'{MASK}'"
+    return MASK
 
 
 def _closing(text: str, start: int) -> int:

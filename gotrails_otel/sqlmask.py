@@ -88,6 +88,13 @@ def analyse(statement: str, is_sensitive: Callable[[str], bool]) -> SqlMask:
         return _fail_closed(statement)
 
 
+_BUDGET_PER_TOKEN = 64
+
+
+class _OverBudget(Exception):
+    """The statement needs more scanning than any real statement does."""
+
+
 def _fail_closed(statement: str) -> SqlMask:
     text, count = mask_literals(statement)
     return SqlMask(text, masked_literals=count, everything=True)
@@ -125,8 +132,16 @@ class _Analysis:
                 elif value.startswith("$") and value[1:].isdigit():
                     self.positional[index] = int(value[1:]) - 1
         self.marked: set[int] = set()  # token indexes of sensitive placeholders and literals
+        # Tokens the rules may scan in all; a hostile statement (INTO or comparisons repeated without end) would
+        # make the scans quadratic: past the budget the statement is not analysed (every argument masked).
+        self.budget = _BUDGET_PER_TOKEN * len(self.sig) + 4096
 
     # --------------------------------------------------------------------------------------- helpers
+
+    def spend(self, tokens: int) -> None:
+        self.budget -= tokens
+        if self.budget < 0:
+            raise _OverBudget
 
     def value(self, s: int) -> str:
         return self.tokens[self.sig[s]][1]
@@ -171,7 +186,7 @@ class _Analysis:
         for s in range(count):
             word = self.upper(s)
             if word == "INTO" and self.ttype(s) in self.T.Keyword:
-                self.insert(s)
+                self.spend(self.insert(s) - s)
             elif self.ttype(s) in self.T.Operator.Comparison or (word == "IN" and self.ttype(s) in self.T.Keyword):
                 self.comparison(s)
             elif word == "BY" and s > 0 and self.upper(s - 1) == "IDENTIFIED":
@@ -185,14 +200,14 @@ class _Analysis:
                 self.mark_values(s + 1, s + 2)  # PASSWORD 'x'
         return self.result()
 
-    def insert(self, into: int) -> None:
-        """``INTO table (columns) VALUES (row), (row)…``: values by column position."""
+    def insert(self, into: int) -> int:
+        """``INTO table (columns) VALUES (row), (row)…``: values by column position; returns where it stopped."""
         count = len(self.sig)
         s = into + 1
         while s < count and self.value(s) != "(" and self.upper(s) not in ("VALUES", "SELECT", "DEFAULT"):
             s += 1
         if s >= count or self.value(s) != "(":
-            return
+            return s
         base = self.depth[s]
         columns: list[str | None] = []
         current: str | None = None
@@ -207,7 +222,7 @@ class _Analysis:
         columns.append(current)
         s += 1
         if s >= count or self.upper(s) not in ("VALUES", "VALUE"):
-            return
+            return s
         s += 1
         while s < count and self.value(s) == "(":
             depth = self.depth[s]
@@ -224,6 +239,7 @@ class _Analysis:
             s += 1
             if s < count and self.value(s) == ",":
                 s += 1
+        return s
 
     def insert_value(self, columns: list[str | None], position: int, start: int, end: int) -> None:
         name = columns[position] if position < len(columns) else None
@@ -254,6 +270,7 @@ class _Analysis:
             ):
                 break
             right += 1
+        self.spend(right - left)
         if self.sensitive_column_in(left, op):
             self.mark_values(op + 1, right)
         if self.sensitive_column_in(op + 1, right):

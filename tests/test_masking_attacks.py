@@ -1,0 +1,139 @@
+"""The masking policy attacked as an adversary would, with the default settings: each leak class found, with the
+test that plants it, the near misses that must stay readable, and hostile input that must neither hang nor crash
+the policy."""
+
+from __future__ import annotations
+
+import re
+import time
+
+import pytest
+
+from gotrails_otel import body, fold, maskrules, redact, sqlmask, urls
+from gotrails_otel.redact import Policy
+from gotrails_otel.urls import mask_url
+
+POLICY = Policy()
+
+
+def masked(text: str) -> str:
+    return POLICY.mask_text(text)
+
+
+# ------------------------------------------------------------------------------------------ hostile input
+
+
+def _all_expressions() -> dict[str, re.Pattern[str]]:
+    """Every regular expression the policy, the parsers and the fold run on captured text."""
+    found: dict[str, re.Pattern[str]] = {}
+    for module in (redact, maskrules, urls, sqlmask, fold, body):
+        for name, value in vars(module).items():
+            if isinstance(value, re.Pattern):
+                found[f"{module.__name__}.{name}"] = value
+    for detector in maskrules.DETECTORS:
+        found[f"detector {detector.name}"] = re.compile(detector.pattern)
+    for dump in maskrules.DRIVER_DUMPS:
+        found[f"driver dump {dump.name}"] = re.compile(dump.pattern)
+    gate = POLICY._gate  # type: ignore[attr-defined]
+    found["detector gate"] = gate
+    return found
+
+
+# Pieces that open a construct an expression looks for and never close it, or that nest ambiguously: each is
+# repeated to 50,000 characters, alone and with a filler, against every expression.
+_HOSTILE_UNITS = [
+    *(dump.hint for dump in maskrules.DRIVER_DUMPS),
+    *("[SQL: ", "[parameters: ", "Key (a)=(", "LINE 1: '", "Failing row contains (", "Duplicate entry '"),
+    *("/**/ ", "/*", "$$", "'", '"', "\\", '\\"', "{", "[", "(", "<a>", "</", "%7B", "%", "&", "=", ":", "://"),
+    *("password=", "password: a ", '"password": ', "Authorization: a ", "bearer ", "basic ", "eyJab.", "ghp_"),
+    *("AKIA", "xoxb-", "sk_live_", "AIza", "-----BEGIN PRIVATE KEY-----", "4 ", "4-", "a-", "a.", "a_", "--a"),
+    *("https://a@", "?a=", "#a=", "INTO t (", "a = ", " IN (", "@"),
+]
+_FILLERS = ["", "a", " ", "1", "\n"]
+
+
+@pytest.mark.parametrize("unit", _HOSTILE_UNITS)
+def test_no_expression_backtracks_on_hostile_text(unit: str) -> None:
+    """Catastrophic (exponential) or quadratic backtracking shows as seconds on 50,000 characters; the linear
+    expressions take milliseconds."""
+    expressions = _all_expressions()
+    for filler in _FILLERS:
+        text = ((unit + filler) * (50_000 // len(unit + filler) + 1))[:50_000]
+        for name, expression in expressions.items():
+            started = time.perf_counter()
+            expression.match(text)
+            for _ in expression.finditer(text):
+                pass
+            elapsed = time.perf_counter() - started
+            assert elapsed < 1.5, f"{name} took {elapsed:.1f} s on {unit!r}+{filler!r}"
+
+
+@pytest.mark.parametrize("unit", _HOSTILE_UNITS)
+def test_the_policy_masks_hostile_text_in_bounded_time(unit: str) -> None:
+    policy = Policy()
+    text = (unit * (50_000 // len(unit) + 1))[:50_000]
+    statement = text[: sqlmask.MAX_ANALYSED]
+    started = time.perf_counter()
+    policy._counted(text, error=True)  # type: ignore[attr-defined]
+    policy.apply({"request": {"body": {"note": text}, "query": text}, "errors": [{"message": text}]})
+    sqlmask.analyse(statement, policy.is_sensitive)
+    fold._db_name_of("postgresql", statement, None, None)
+    mask_url(text, policy.is_sensitive)
+    body.decode_body(text.encode(), "application/json", None, len(text) + 1)
+    elapsed = time.perf_counter() - started
+    assert elapsed < 5, f"{elapsed:.1f} s on {unit!r}"
+
+
+def test_sql_analysis_of_a_hostile_statement_fails_closed_quickly() -> None:
+    for unit in ("INTO t (", "password = ", "x IN ("):
+        statement = (unit * 4000)[: sqlmask.MAX_ANALYSED]
+        started = time.perf_counter()
+        result = sqlmask.analyse(statement, POLICY.is_sensitive)
+        assert time.perf_counter() - started < 3
+        assert result.everything  # over the scanning budget: every argument masked
+    big_in = "SELECT * FROM t WHERE password IN (" + ", ".join(["%s"] * 2000) + ")"
+    assert sqlmask.analyse(big_in, POLICY.is_sensitive).positions == frozenset(range(2000))
+
+
+# ----------------------------------------------------------------------------------------------- text pairs
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        # JSON inside a JSON string, as it shows in an error message or a cut body
+        (
+            'payload was {\\"user\\": \\"ann\\", \\"password\\": \\"pw-1\\"}',
+            'payload was {\\"user\\": \\"ann\\", \\"password\\": \\"***\\"}',
+        ),
+        # Ruby and PHP hashes in an upstream error
+        (':password => "pw-2", :user => "ann"', ':password => "***", :user => "ann"'),
+        ("['api_key' => 'pw-3']", "['api_key' => '***']"),
+        # Python reprs of bytes (redis-py, kafka headers)
+        ("{b'password': b'pw-4', b'user': b'ann'}", "{b'password': b'***', b'user': b'ann'}"),
+        # SQL's doubled quotes inside a literal
+        ("password='it''s pw-5' AND x=1", "password='***' AND x=1"),
+        # command lines in subprocess errors
+        ("pg_dump --password=pw-6 --user=ann", "pg_dump --password=*** --user=ann"),
+        # a key longer than 64 characters
+        ('{"' + "a" * 70 + '_password": "pw-7"} tail', '{"' + "a" * 70 + '_password": "***"} tail'),
+        # a key after an escape sequence of a JSON string
+        ("line\\npin=1234\\nnext", "line\\npin=***\\nnext"),
+    ],
+)
+def test_pairs_in_text_whatever_their_quoting(text: str, expected: str) -> None:
+    assert masked(text) == expected
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "UPDATE users SET password = :1 WHERE id = :2",  # placeholders are not passwords
+        "UPDATE users SET password = %s WHERE id = %s",
+        "apin=3 and spin: 4",  # a word key inside a longer word
+        "x == y and a => b",
+        "at 12:30:45 the ratio was 3:2",
+    ],
+)
+def test_pairs_near_misses_stay_readable(text: str) -> None:
+    assert masked(text) == text
