@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import binascii
 import re
+import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -25,6 +26,7 @@ __all__ = [
     "WORD_KEYS",
     "Detector",
     "DriverDump",
+    "fold_key",
     "key_words",
     "luhn_valid",
     "markdown",
@@ -75,14 +77,38 @@ SUBSTRING_KEYS: tuple[str, ...] = (
     "cvc",
     "securitycode",
     "socialsecurity",
+    # one-time and second-factor codes, PKCE verifiers, SAML assertions, security answers
+    "passcode",
+    "totp",
+    "mfacode",
+    "2facode",
+    "verificationcode",
+    "onetimecode",
+    "codeverifier",
+    "samlresponse",
+    "securityanswer",
+    # Redis' own configuration names for passwords, and master keys
+    "requirepass",
+    "masterauth",
+    "masterkey",
+    "hmackey",
+    # "password" in other languages (de, es, pt, fr, nl, id, pl)
+    "passwort",
+    "kennwort",
+    "contrasena",
+    "senha",
+    "motdepasse",
+    "wachtwoord",
+    "katasandi",
+    "haslo",
 )
 """Matched anywhere inside a normalised key: ``user_password``, ``X-Api-Key``, ``card_cvv``, ``cvv2``, ``PHPSESSID``."""
 
-WORD_KEYS: tuple[str, ...] = ("pwd", "pw", "pass", "pin", "pan", "ssn", "otp", "sid", "auth", "sig")
+WORD_KEYS: tuple[str, ...] = ("pwd", "pw", "pass", "pin", "pan", "ssn", "otp", "sid", "auth", "sig", "ccv", "cvn")
 """Matched as one word of a key (words split at ``-_.``, spaces, brackets and camelCase): ``mysql_pwd``, ``x-auth``,
 ``card_pin``, ``userSSN``, ``connect.sid`` — but not ``author``, ``spin`` or ``passenger``."""
 
-EXACT_KEYS: tuple[str, ...] = ("session", "sign", "signed", "symfony")
+EXACT_KEYS: tuple[str, ...] = ("session", "sign", "signed", "symfony", "hmac")
 """Matched only as the whole key (``session``, ``_session``), because as words they name harmless things
 (``session_count``)."""
 
@@ -117,6 +143,23 @@ CLIENT_IP_HEADERS: tuple[str, ...] = (
 """Headers that carry the client's IP address: kept by default, masked with ``GOTRAILS_MASK_CLIENT_IP=true``."""
 
 _WORDS = re.compile(r"[A-Z]+(?![a-z])|[A-Z]?[a-z]+|\d+")
+# Letters that look like Latin ones (Cyrillic, Greek) and Unicode dashes, for keys spelled to slip past the rules.
+_LOOKALIKES = str.maketrans(
+    "аеорсухіјѕкмнтвԁԛԝАВЕКМНОРСТХУІЈЅ"
+    + "οαεικνρτυχΑΒΕΖΗΙΚΜΝΟΡΤΥΧ"
+    + "łŁđĐøØ"
+    + "\u2010\u2011\u2012\u2013\u2014\u2015\u2212",
+    "aeopcyxijskmhtbdqwABEKMHOPCTXYIJS" + "oaeikvptuxABEZHIKMNOPTYX" + "lLdDoO" + "-------",
+)
+
+
+def fold_key(key: str) -> str:
+    """A non-ASCII key as the rules read it: compatibility forms folded (full-width letters), accents,
+    zero-width and other format characters removed (``pass\\u200bword``, ``passwörd``), look-alike Cyrillic and Greek
+    letters and Unicode dashes replaced by their ASCII twins."""
+    decomposed = unicodedata.normalize("NFKD", key)
+    kept = "".join(ch for ch in decomposed if not unicodedata.combining(ch) and unicodedata.category(ch) != "Cf")
+    return kept.translate(_LOOKALIKES)
 
 
 def key_words(key: str) -> list[str]:

@@ -112,9 +112,11 @@ _NORMALISE = re.compile(r"[\s\-_.]+")
 # from every character; it may be quoted, also with escaped quotes (JSON inside a JSON string: \"key\": \"value\").
 # A value may be a quoted string (JSON, escaped JSON, 'SQL''s', b'bytes'), an opening bracket (the whole bracketed
 # value is masked) or a bare word.
+_KEY_EXTRA = "\u00ad\u200b-\u200f\u2010-\u2015\u2060\ufeff"  # format characters and dashes inside a key
+_KEY = rf"(?:\d*[^\W\d]|\\u[0-9A-Fa-f]{{4}})(?:[\w.\-\[\]%{_KEY_EXTRA}]|\\u[0-9A-Fa-f]{{4}}){{0,127}}"
 _PAIR = re.compile(
     r"""(?P<lead>(?:(?<=\\[nrt])|(?<=--)|(?<![\w.\-\[\]%\\])|(?<![\w\\])(?=[bu]?['"]))(?:[bu](?='))?"""
-    r"""(?P<q>\\{1,3}"|["']|)(?P<key>\d*[A-Za-z_][\w.\-\[\]%]{0,127})(?P=q)\s*(?:=>|[:=](?!>))\s*)"""
+    rf"""(?P<q>\\{{1,3}}"|["']|)(?P<key>{_KEY})(?P=q)\s*(?:=>|[:=](?!>))\s*)"""
     r"""(?P<value>"(?:[^"\\]|\\.)*"?|\\{1,3}"[^"]*"?|[bBuUrR]?'(?:[^'\\]|\\.|'')*'?|[{\[]"""
     r"""|(?:[^\s&,;"'}\]\\]|\\(?![nrt"\\]))+)"""
 )
@@ -122,6 +124,7 @@ _ENTRY_PAYLOAD = ("request", "response", "metadata", "error")
 _RESERVE = 256
 _CLEAN_TEXT_MAX = 512
 _CLEAN_CACHE_SIZE = 4096
+_KEY_CACHE_SIZE = 8192
 _SQL_CACHE_SIZE = 2048
 _NESTED_MAX = 2  # levels of JSON inside a string inside JSON that are masked as structure
 _PAYLOAD_KEYS = ("body", "message", "value", "args", "key", "messages", "commands", "replies")
@@ -198,6 +201,7 @@ class Policy:
         object.__setattr__(self, "_exact", frozenset(k for k in self.keys if k in exact or k in words))
         object.__setattr__(self, "_exempt", frozenset(EXEMPT_KEYS) - self.keys)
         object.__setattr__(self, "_sensitive_cache", {})
+        object.__setattr__(self, "_keys", {})  # object keys with nothing to mask in their text -> sensitive
         object.__setattr__(self, "_clean", set())
         object.__setattr__(self, "_sql_cache", {})
         object.__setattr__(self, "_nesting", threading.local())
@@ -223,6 +227,8 @@ class Policy:
     def _classify(self, key: str) -> bool:
         if "%" in key or "+" in key:
             key = unquote_plus(key)
+        if not key.isascii():
+            key = maskrules.fold_key(key)
         norm = normalise_key(key)
         if norm in self._exempt:  # type: ignore[attr-defined]
             return False
@@ -314,7 +320,10 @@ class Policy:
                 break
             value = match.group("value")
             position = match.end()
-            if not self.is_sensitive(match.group("key")) or _SQL_PLACEHOLDER.fullmatch(value) or value == MASK:
+            key = match.group("key")
+            if "\\u" in key:  # a non-ASCII key as JSON escapes it (Python's json.dumps does by default)
+                key = _unescape(key)
+            if not self.is_sensitive(key) or _SQL_PLACEHOLDER.fullmatch(value) or value == MASK:
                 if value[:1] in _OPENERS or value[1:2] == "'":
                     position = match.start("value") + 1  # look for pairs inside the brackets or the quotes
                 continue
@@ -470,19 +479,21 @@ class Policy:
             if len(value) > self.max_items:
                 items = list(items)[: self.max_items]
                 _count(counts, "items", len(value) - self.max_items)
-            known = self._sensitive_cache.get  # type: ignore[attr-defined]
+            known = self._keys.get  # type: ignore[attr-defined]
             clean: set[str] = self._clean  # type: ignore[attr-defined]
             max_string = self.max_string
             result: dict[str, Any] = {}
             masked = 0
             for key, item in items:
+                sensitive = known(key)
+                if sensitive is None:
+                    sensitive, shown = self._key(key, counts)
+                    if shown is not key:  # the key itself holds a secret (a card number, a token, a URL …)
+                        key = _unique_key(result, shown)
                 item_kind = type(item)
                 if item is None or item_kind is bool:
                     result[key] = item
                     continue
-                sensitive = known(key)
-                if sensitive is None:
-                    sensitive = self.is_sensitive(key)
                 if sensitive:
                     result[key] = [MASK] * min(len(item), self.max_items) if item_kind is list else MASK
                     masked += 1
@@ -518,6 +529,20 @@ class Policy:
                 _redacted(counts, "card")
                 return MASK
         return value
+
+    def _key(self, key: str, counts: dict[str, int]) -> tuple[bool, str]:
+        """Whether values under ``key`` are masked, and the key as the trail shows it: masked like any text, as a
+        key can hold a secret too (a map keyed by card numbers, tokens or connection URLs). Keys with nothing to
+        mask are remembered (so no secret is kept around by this)."""
+        shown = key if len(key) < 6 else self._mask_text(key, counts)
+        if shown is not key:
+            return self._classify(shown), shown
+        sensitive = self.is_sensitive(key)
+        cache: dict[str, bool] = self._keys  # type: ignore[attr-defined]
+        if len(cache) >= _KEY_CACHE_SIZE:
+            cache.clear()
+        cache[key] = sensitive
+        return sensitive, key
 
     def _string(self, text: str, counts: dict[str, int]) -> str:
         """One string value: cut at ``max_string``, then masked (text with nothing to mask is remembered)."""
@@ -732,6 +757,24 @@ def _mask_positions(value: Any, sensitive: list[bool]) -> Any:
 
 
 _OPENERS = frozenset("{[\"'\\")
+
+
+def _unescape(key: str) -> str:
+    try:
+        decoded = orjson.loads(f'"{key}"')
+    except orjson.JSONDecodeError:
+        return key
+    return decoded if isinstance(decoded, str) else key
+
+
+def _unique_key(result: dict[str, Any], key: str) -> str:
+    """``key``, or ``key (n)`` when masking made it equal to a key already kept."""
+    if key not in result:
+        return key
+    n = 2
+    while f"{key} ({n})" in result:
+        n += 1
+    return f"{key} ({n})"
 
 
 def _masked_value(value: str) -> str:

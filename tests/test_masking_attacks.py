@@ -137,3 +137,74 @@ def test_pairs_in_text_whatever_their_quoting(text: str, expected: str) -> None:
 )
 def test_pairs_near_misses_stay_readable(text: str) -> None:
     assert masked(text) == text
+
+
+# ------------------------------------------------------------------------------------------------------ keys
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        # Unicode spellings: full-width, zero-width and format characters, accents, look-alike letters, dashes
+        *(
+            "\uff50\uff41\uff53\uff53\uff57\uff4f\uff52\uff44",
+            "\uff21\uff30\uff29\uff3f\uff2b\uff25\uff39",
+            "pass\u200bword",
+            "pass\u200dword",
+            "pass\u00adword",
+            "passwörd",
+        ),
+        *("p\u0430ssword", "\u0440assword", "api\u2011key", "api\u2013key", "t\u03bfken"),
+        # one-time codes, PKCE, SAML, security answers, Redis configuration, master keys
+        *("totp", "mfa_code", "2fa_code", "verification_code", "one_time_code", "passcode", "code_verifier"),
+        *("SAMLResponse", "security_answer", "requirepass", "masterauth", "master_key", "hmac_key", "hmac"),
+        *("card_ccv", "cvn"),
+        # "password" in other languages
+        *("Passwort", "kennwort", "contraseña", "senha", "mot_de_passe", "wachtwoord", "kata_sandi", "hasło"),
+    ],
+)
+def test_sensitive_key_spellings(key: str) -> None:
+    assert POLICY.is_sensitive(key)
+    trail = POLICY.apply({"request": {"body": {key: "k-secret-1", "user": "ann"}}})
+    assert trail["request"]["body"] == {key: "***", "user": "ann"}
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        *("postcode", "country_code", "status_code", "zip_code", "promo_code", "code", "error_code", "pincode"),
+        *("verification_status", "hash", "nonce", "key", "account_key", "hmac_algorithm", "master_data", "sensor"),
+        *("session_count", "author", "passage", "compass", "bypass_cache", "sensitivity", "ccvalue"),
+    ],
+)
+def test_near_miss_keys_stay_readable(key: str) -> None:
+    assert not POLICY.is_sensitive(key)
+
+
+GH_TOKEN = "ghp_" + "K3yT0k3n" * 4 + "abcd"
+
+
+def test_keys_that_hold_secrets_are_masked() -> None:
+    """A map keyed by card numbers, tokens or connection URLs: the key is masked like any text, whatever its value."""
+    trail = POLICY.apply(
+        {
+            "request": {
+                "body": {
+                    "cards": {"4111111111111111": {"last_used": "2024-01-01"}, "5500005555555559": True},
+                    "issued": {GH_TOKEN: None},
+                    "health": {"postgresql://app:k-pw-1@db:5432/app": "ok", "redis://cache:6379": "ok"},
+                    "session:s-3c9f1e7a": {"user": "ann"},
+                    "order:1234567": 1,
+                }
+            }
+        }
+    )
+    body = trail["request"]["body"]
+    assert body["cards"] == {"***": {"last_used": "2024-01-01"}, "*** (2)": True}
+    assert body["issued"] == {"***": None}
+    assert body["health"] == {"postgresql://***@db:5432/app": "ok", "redis://cache:6379": "ok"}
+    assert body["session:***"] == {"user": "ann"} and body["order:1234567"] == 1
+    raw = str(trail)
+    for secret in ("4111111111111111", "5500005555555559", GH_TOKEN, "k-pw-1", "s-3c9f1e7a"):
+        assert secret not in raw
+    assert trail["redacted"]["card"] == 2

@@ -356,6 +356,14 @@ _KEY_SPELLINGS = [
     "ssn",
     "private_key",
     "session_id",
+    # Unicode spellings and the names added after the attack review
+    "\uff50\uff41\uff53\uff53\uff57\uff4f\uff52\uff44",
+    "pass\u200bword",
+    "p\u0430ssword",
+    "api\u2011key",
+    "totp",
+    "mfa_code",
+    "senha",
 ]
 _plain_keys = st.text(alphabet="abcdefghijklmnoqrsuvwxyz", min_size=1, max_size=8).filter(
     lambda k: not Policy().is_sensitive(k)
@@ -999,3 +1007,33 @@ def test_hostile_punctuation_masks_without_error(pieces: list[str]) -> None:
     text = "".join(pieces)
     assert isinstance(POLICY.mask_text(text), str)
     assert isinstance(mask_url(text, POLICY.is_sensitive), str)
+
+
+_luhn_cards = st.from_regex(r"4[0-9]{14}", fullmatch=True).map(
+    lambda head: head + str(next(d for d in range(10) if luhn_valid(f"{head}{d}")))
+)
+_secret_keys = st.one_of(
+    _luhn_cards,
+    st.from_regex(r"ghp_[A-Za-z0-9]{36}", fullmatch=True),
+    _secrets.map(lambda s: f"postgresql://app:{s}@db:5432/x"),
+    _secrets.map(lambda s: f"password={s}"),
+)
+
+
+@given(
+    st.lists(
+        st.tuples(_secret_keys, st.one_of(_scalars, st.dictionaries(_plain_keys, _scalars, max_size=2))), max_size=4
+    ),
+    st.integers(0, 3),
+)
+@settings(max_examples=150, deadline=None)
+def test_no_secret_survives_as_an_object_key(pairs: list[tuple[str, Any]], depth: int) -> None:
+    """Secrets that are object keys (maps keyed by card numbers, tokens, connection URLs), whatever their value."""
+    node: Any = dict(pairs)
+    for _ in range(depth):
+        node = {"level": node, "items": [node]}
+    trail = Policy().apply({"request": {"body": node}, "metadata": {"echo": node}})
+    raw = orjson.dumps(trail)
+    for key, _ in pairs:
+        secret = key.rsplit("=", 1)[-1].split("@")[0].rsplit(":", 1)[-1]
+        assert secret.encode() not in raw, f"{key!r} leaked"
