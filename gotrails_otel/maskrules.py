@@ -269,8 +269,9 @@ DETECTORS: tuple[Detector, ...] = (
     ),
     Detector(
         "card",
-        "payment card numbers: 13 to 19 digits, spaces or dashes allowed, Luhn-checked (also JSON numbers)",
-        r"[2-6](?<!\d.)(?<!\d[.,].)(?:[ -]?\d){12,18}(?!\d|[.,]\d)",
+        "payment card numbers: 13 to 19 digits, spaces or dashes allowed (also full-width digits and Unicode spaces), "
+        "Luhn-checked; also JSON numbers and CSV fields",
+        r"[2-6](?<!\d.)(?<!\d\..)(?:[ -]{0,2}[0-9]){12,18}(?![0-9]|\.[0-9])",
         "paid with 4111 1111 1111 1111.",
         "order 4111111111111112 shipped",
         (),

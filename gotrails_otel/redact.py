@@ -28,6 +28,7 @@ from __future__ import annotations
 import logging
 import re
 import threading
+import unicodedata
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -141,6 +142,17 @@ _STRING_COMMANDS = frozenset(
     {"SET", "SETNX", "SETEX", "PSETEX", "GETSET", "GET", "GETDEL", "GETEX", "APPEND", "SETRANGE", "GETRANGE"}
 )
 _REDIS_KEY_SEGMENTS = re.compile(r"[:./]")
+# Characters read as their ASCII twins in text (one for one, so that positions hold): full-width forms, digits of
+# other scripts, Unicode spaces, zero-width characters (as "-", a separator inside keys and card numbers) and dashes.
+_FOLDABLE = re.compile(
+    r"[\uff01-\uff5e\u00a0\u2000-\u200d\u2010-\u2015\u202f\u205f\u2060\u2212\u3000\ufeff]|(?![0-9])\d"
+)
+_TEXT_FOLD = {
+    **{code: code - 0xFEE0 for code in range(0xFF01, 0xFF5F)},
+    **dict.fromkeys((0x00A0, *range(0x2000, 0x200B), 0x202F, 0x205F, 0x3000), " "),
+    **dict.fromkeys((*range(0x200B, 0x200E), 0x2060, 0xFEFF, *range(0x2010, 0x2016), 0x2212), "-"),
+}
+_OTHER_DIGIT = re.compile(r"(?![0-9])\d")
 
 
 def normalise_key(key: str) -> str:
@@ -265,6 +277,15 @@ class Policy:
         return masked
 
     def _mask_text(self, text: str, counts: dict[str, int]) -> str:
+        if not text.isascii() and _FOLDABLE.search(text):
+            # Full-width forms, other scripts' digits, Unicode spaces and dashes are read as their ASCII twins
+            # (a card number typed with a Japanese input method); when anything is masked, the folded text is kept.
+            folded = _fold_text(text)
+            masked = self._mask_plain(folded, counts)
+            return text if masked is folded else masked
+        return self._mask_plain(text, counts)
+
+    def _mask_plain(self, text: str, counts: dict[str, int]) -> str:
         original = text
         first = text[0]
         if (first == "{" or first == "[") and text[-1] in "}]":
@@ -505,7 +526,7 @@ class Policy:
                         result[key] = item
                     else:
                         result[key] = self._string(item, counts)
-                elif (item_kind is int and item < 1_000_000_000_000) or item_kind is float:
+                elif (item_kind is int or item_kind is float) and -_CARD_INT_MIN < item < _CARD_INT_MIN:
                     result[key] = item  # nothing to mask in a number too small to be a card number
                 else:
                     result[key] = self._walk(item, path, depth - 1, counts)
@@ -523,8 +544,10 @@ class Policy:
                 walked.append({"$more_items": len(value) - self.max_items})
                 _count(counts, "items", len(value) - self.max_items)
             return walked
-        if kind is int and _CARD_INT_MIN <= value < _CARD_INT_MAX and "card" in self.patterns:
-            digits = str(value)
+        if (kind is int or kind is float) and _CARD_INT_MIN <= abs(value) < _CARD_INT_MAX and "card" in self.patterns:
+            if kind is float and not value.is_integer():
+                return value
+            digits = str(int(abs(value)))
             if digits[0] in "23456" and luhn_valid(digits):
                 _redacted(counts, "card")
                 return MASK
@@ -757,6 +780,13 @@ def _mask_positions(value: Any, sensitive: list[bool]) -> Any:
 
 
 _OPENERS = frozenset("{[\"'\\")
+
+
+def _fold_text(text: str) -> str:
+    folded = text.translate(_TEXT_FOLD)
+    if _OTHER_DIGIT.search(folded):
+        folded = _OTHER_DIGIT.sub(lambda m: str(unicodedata.digit(m.group(), 0)), folded)
+    return folded
 
 
 def _unescape(key: str) -> str:

@@ -8,9 +8,11 @@ import re
 import time
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from gotrails_otel import body, fold, maskrules, redact, sqlmask, urls
-from gotrails_otel.redact import Policy
+from gotrails_otel.redact import Policy, luhn_valid
 from gotrails_otel.urls import mask_url
 
 POLICY = Policy()
@@ -18,6 +20,10 @@ POLICY = Policy()
 
 def masked(text: str) -> str:
     return POLICY.mask_text(text)
+
+
+def _fold_digits(text: str) -> str:
+    return "".join(str(int(ch)) if ch.isdecimal() else ch for ch in text)
 
 
 # ------------------------------------------------------------------------------------------ hostile input
@@ -208,3 +214,76 @@ def test_keys_that_hold_secrets_are_masked() -> None:
     for secret in ("4111111111111111", "5500005555555559", GH_TOKEN, "k-pw-1", "s-3c9f1e7a"):
         assert secret not in raw
     assert trail["redacted"]["card"] == 2
+
+
+# ----------------------------------------------------------------------------------------------------- cards
+
+
+def full_width(text: str) -> str:
+    return "".join(chr(ord(ch) + 0xFEE0) if "!" <= ch <= "~" else ch for ch in text)
+
+
+FULL_WIDTH_CARD = full_width("4111111111111111")
+ARABIC_INDIC_CARD = "".join(chr(0x0660 + int(d)) for d in "5500005555555559")
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("id,card,exp\n1,4111111111111111,1230\n", "id,card,exp\n1,***,1230\n"),  # CSV fields beside numbers
+        (f"card {FULL_WIDTH_CARD} ok", "card *** ok"),  # typed with a Japanese input method
+        (f"card {ARABIC_INDIC_CARD}", "card ***"),
+        ("card 4111\u00a01111\u00a01111\u00a01111 ok", "card *** ok"),  # no-break spaces from a web page
+        ("card 4111\u20131111\u20131111\u20131111", "card ***"),  # en dashes
+        ("card 4111\u200b1111\u200b1111\u200b1111", "card ***"),  # zero-width spaces
+        ("card 4111  1111  1111  1111.", "card ***."),
+        (full_width("card:4111111111111111"), "card:***"),  # folded when anything is masked
+    ],
+)
+def test_card_numbers_in_any_spelling(text: str, expected: str) -> None:
+    assert masked(text) == expected
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "total 4111111111111111.50 units",  # a decimal amount
+        "pi 3.4111111111111111",
+        "1,2,3,4,5,6,7,8,9,10,11,12,13,14",
+        "at 1732770000000 ms",  # epoch milliseconds start with 1
+        "order 4111111111111112 shipped",  # not Luhn-valid
+        f"\u4fa1\u683c\u306f{full_width('1234')}\u5186",  # full-width digits that are no card: kept as they are
+    ],
+)
+def test_card_near_misses(text: str) -> None:
+    assert masked(text) == text
+
+
+def test_card_numbers_as_floats_and_negative_numbers() -> None:
+    trail = POLICY.apply(
+        {"request": {"body": {"n": 4111111111111111.0, "m": -5500005555555559, "list": [4111111111111111.0, 1.5]}}}
+    )
+    assert trail["request"]["body"] == {"n": "***", "m": "***", "list": ["***", 1.5]}
+    kept = POLICY.apply({"request": {"body": {"amount": 4111111111111111.5, "big": 1e15, "t": -1732770000000}}})
+    assert kept["request"]["body"] == {"amount": 4111111111111111.5, "big": 1e15, "t": -1732770000000}
+
+
+_DIGIT_SCRIPTS = (0x30, 0xFF10, 0x0660, 0x06F0, 0x0966)  # ASCII, full-width, Arabic-Indic, Persian, Devanagari
+_SEPARATORS = ("", " ", "-", "\u00a0", "\u2013", "\u200b", "  ", "\u3000")
+
+
+@given(
+    st.from_regex(r"[2-6][0-9]{11,17}", fullmatch=True),
+    st.sampled_from(_DIGIT_SCRIPTS),
+    st.sampled_from(_SEPARATORS),
+    st.sampled_from(["card {} ok", "{},12,2030", "7,{}", "paid with {}.", "{}"]),
+)
+@settings(max_examples=300, deadline=None)
+def test_no_card_number_survives_in_any_script_or_spacing(head: str, zero: int, separator: str, shape: str) -> None:
+    digits = head + next(str(d) for d in range(10) if luhn_valid(f"{head}{d}"))
+    groups = [digits[i : i + 4] for i in range(0, len(digits), 4)]
+    spelled = separator.join("".join(chr(zero + int(d)) for d in group) for group in groups)
+    text = shape.format(spelled)
+    out = masked(text)
+    assert "***" in out, (text, out)
+    assert digits not in _fold_digits(out) and digits[4:12] not in _fold_digits(out).replace(" ", "")
