@@ -147,7 +147,7 @@ _REDIS_KEY_SEGMENTS = re.compile(r"[:./]")
 _FOLDABLE = re.compile(
     r"[\uff01-\uff5e\u00a0\u2000-\u200d\u2010-\u2015\u202f\u205f\u2060\u2212\u3000\ufeff]|(?![0-9])\d"
 )
-_TEXT_FOLD = {
+_TEXT_FOLD: dict[int, str | int] = {
     **{code: code - 0xFEE0 for code in range(0xFF01, 0xFF5F)},
     **dict.fromkeys((0x00A0, *range(0x2000, 0x200B), 0x202F, 0x205F, 0x3000), " "),
     **dict.fromkeys((*range(0x200B, 0x200E), 0x2060, 0xFEFF, *range(0x2010, 0x2016), 0x2212), "-"),
