@@ -4,7 +4,9 @@ JSON, ``application/x-www-form-urlencoded`` and ``multipart/form-data`` bodies b
 policy masks them by key. A body cut at ``GOTRAILS_MAX_BODY_BYTES`` keeps its structure too: the kept prefix of a
 JSON body is parsed tolerantly (``jiter``'s partial mode), a cut form or multipart body is parsed up to the cut, and
 the result is marked ``{"$truncated": {"size", "kept", "value"}}``; other cut bodies keep their text
-(``{"$truncated": {"size", "kept", "text"}}``). File parts of a multipart body are recorded as
+(``{"$truncated": {"size", "kept", "text"}}``). The value the cut went through (a string or a number) and a kept text
+end with ``…`` (:data:`~gotrails_otel.maskrules.CUT_MARK`), so that the policy masks what the cut left of a secret
+(half a card number, a token without its end). File parts of a multipart body are recorded as
 ``{"filename", "content_type", "size"}``, never with their content.
 """
 
@@ -17,6 +19,7 @@ from urllib.parse import parse_qsl
 import orjson
 
 from ._json import binary_summary
+from .maskrules import CUT_MARK
 
 __all__ = ["decode_body"]
 
@@ -49,12 +52,15 @@ def decode_body(raw: bytes, content_type: str | None, content_encoding: str | No
                 value = _partial_json(raw)
             elif mime == "application/x-www-form-urlencoded":
                 text = _text(raw, charset, partial=True)
-                value = dict(_form(text)) if isinstance(text, str) else _NOTHING
+                value = _mark_last(dict(_form(text))) if isinstance(text, str) else _NOTHING
             elif mime == "multipart/form-data":
-                value = _multipart(raw, params.get("boundary"), charset)
+                value = _multipart(raw, params.get("boundary"), charset, cut=True)
         if value is not _NOTHING:
             return {"$truncated": {"size": total, "kept": len(raw), "value": value}}
-        return {"$truncated": {"size": total, "kept": len(raw), "text": _text(raw, charset, partial=True)}}
+        text = _text(raw, charset, partial=True)
+        return {
+            "$truncated": {"size": total, "kept": len(raw), "text": text + CUT_MARK if isinstance(text, str) else text}
+        }
     if json_like:
         try:
             return orjson.loads(raw)
@@ -82,9 +88,33 @@ def _partial_json(raw: bytes) -> Any:
     import jiter
 
     try:
-        return jiter.from_json(raw, partial_mode="trailing-strings", cache_mode="none")
+        value = jiter.from_json(raw, partial_mode="trailing-strings", cache_mode="none")
+        closed = jiter.from_json(raw, partial_mode="on", cache_mode="none")
     except ValueError:
         return _NOTHING
+    if value != closed:  # the cut went through a string: the last one is partial
+        return _mark_last(value)
+    end = raw.rstrip()[-1:]
+    if end and end[0] in _NUMBER_END:  # the cut may have gone through a number
+        return _mark_last(value, numbers=True)
+    return value
+
+
+_NUMBER_END = frozenset(b"0123456789.eE+-")
+
+
+def _mark_last(value: Any, numbers: bool = False) -> Any:
+    """``value`` with its last string (or number, when ``numbers``) marked as cut: it ends with ``…``."""
+    if isinstance(value, dict) and value:
+        last = next(reversed(value))
+        value[last] = _mark_last(value[last], numbers)
+    elif isinstance(value, list) and value:
+        value[-1] = _mark_last(value[-1], numbers)
+    elif isinstance(value, str):
+        return value + CUT_MARK
+    elif numbers and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return f"{value}{CUT_MARK}"
+    return value
 
 
 def _form(text: str) -> list[tuple[str, Any]]:
@@ -102,7 +132,7 @@ def _add(fields: dict[str, Any], key: str, value: Any) -> None:
         fields[key] = value
 
 
-def _multipart(raw: bytes, boundary: str | None, charset: str) -> Any:
+def _multipart(raw: bytes, boundary: str | None, charset: str, cut: bool = False) -> Any:
     """``multipart/form-data`` as ``{name: text}`` with file parts as ``{filename, content_type, size}``.
 
     Parsed with ``python-multipart``'s streaming parser up to the end of ``raw`` (a cut body yields the parts up to
@@ -165,6 +195,8 @@ def _multipart(raw: bytes, boundary: str | None, charset: str) -> Any:
         return fields
     if state.get("headers"):
         _finish_part(fields, state, charset, parse_options_header)  # the part the cut went through
+        if cut:
+            _mark_last(fields)
     return fields
 
 
@@ -193,7 +225,7 @@ def _finish_part(fields: dict[str, Any], state: dict[str, Any], charset: str, pa
         except LookupError:
             value = data.decode("utf-8", "replace")
         if len(value) > _MULTIPART_FIELD_MAX:
-            value = value[:_MULTIPART_FIELD_MAX]
+            value = value[:_MULTIPART_FIELD_MAX] + CUT_MARK
     _add(fields, name, value)
 
 

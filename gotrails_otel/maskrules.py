@@ -16,6 +16,8 @@ from dataclasses import dataclass
 
 __all__ = [
     "CLIENT_IP_HEADERS",
+    "CUT_MARK",
+    "CUT_URL",
     "DETECTORS",
     "DRIVER_DUMPS",
     "EXACT_KEYS",
@@ -204,7 +206,9 @@ class Detector:
     ``pattern`` is a regular expression; when it has a group named ``secret`` only that group is masked (the
     ``Authorization:`` before it stays readable). ``hints`` are lower-case literals of which one must occur in the
     lower-cased text before the expression runs (empty: always run); ``check`` confirms a match (Luhn for cards).
-    ``example`` must be masked and ``near_miss`` kept: the tests run both.
+    ``example`` must be masked and ``near_miss`` kept: the tests run both. ``cut`` matches what a cut leaves of such
+    a secret at the end of a text (the start of a card number, a token without its end), which a cut text masks
+    (see :data:`CUT_MARK`).
     """
 
     name: str
@@ -214,6 +218,7 @@ class Detector:
     near_miss: str
     hints: tuple[str, ...] = ()
     check: Callable[[str], bool] | None = None
+    cut: str | None = None
 
 
 _TOKEN_VALUE = r"""[^\s"',;&}\]]+"""
@@ -228,6 +233,7 @@ DETECTORS: tuple[Detector, ...] = (
         "Authorization: Bearer tok_1a2b3c4d",
         "the bearer of bad news",
         ("bearer",),
+        cut=r"(?i:\bbearer\s+)[A-Za-z0-9\-._~+/]*=*",
     ),
     Detector(
         "basic",
@@ -237,6 +243,7 @@ DETECTORS: tuple[Detector, ...] = (
         "basic authentication required",
         ("basic",),
         _basic,
+        cut=r"(?i:\bbasic\s+)[A-Za-z0-9+/]*=*",
     ),
     Detector(
         "authorization",
@@ -245,6 +252,7 @@ DETECTORS: tuple[Detector, ...] = (
         "Authorization: token 0123456789abcdef",
         "authorization failed for this request",
         ("authorization",),
+        cut=r"(?i:(?:proxy-)?authorization)[\"']?\s*[:=]\s*[\"']?[A-Za-z][\w.-]*[ \t]+\S*",
     ),
     Detector(
         "password_phrase",
@@ -266,6 +274,7 @@ DETECTORS: tuple[Detector, ...] = (
         "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ1LTEifQ.c2lnbmF0dXJl",
         "eyJhbGciOiJIUzI1NiJ9 alone",
         ("eyj",),
+        cut=r"\beyJ[A-Za-z0-9_-]*(?:\.[A-Za-z0-9_-]*){0,2}",
     ),
     Detector(
         "card",
@@ -276,6 +285,7 @@ DETECTORS: tuple[Detector, ...] = (
         "order 4111111111111112 shipped",
         (),
         _card,
+        cut=r"[2-6](?<!\d.)(?<!\d\..)(?:[ -]{0,2}[0-9]){6,17}[ -]*",  # beyond the first six digits (PCI DSS)
     ),
     Detector(
         "github",
@@ -284,6 +294,7 @@ DETECTORS: tuple[Detector, ...] = (
         "ghp_" + "a1B2c3D4e5" * 3 + "f6G7h8",
         "ghp_short",
         ("gh",),
+        cut=r"\b(?:gh[pousr]_|github_pat_)[A-Za-z0-9_]*",
     ),
     Detector(
         "private_key",
@@ -300,6 +311,7 @@ DETECTORS: tuple[Detector, ...] = (
         "AKIAIOSFODNN7EXAMPLE",
         "AKIA is a prefix",
         ("akia", "asia", "abia", "acca"),
+        cut=r"\b(?:AKIA|ASIA|ABIA|ACCA)[A-Z0-9]*",
     ),
     Detector(
         "slack",
@@ -308,6 +320,7 @@ DETECTORS: tuple[Detector, ...] = (
         "xoxb-1234567890-abcdefghij",
         "xoxo-hugs",
         ("xox",),
+        cut=r"\bxox[abposr]-[A-Za-z0-9-]*",
     ),
     Detector(
         "stripe",
@@ -316,6 +329,7 @@ DETECTORS: tuple[Detector, ...] = (
         "sk_live_4eC39HqLyjWDarjtT1zdp7dc",
         "task_live_view",
         ("k_live_", "k_test_"),
+        cut=r"\b[rs]k_(?:live|test)_[A-Za-z0-9]*",
     ),
     Detector(
         "google_api_key",
@@ -324,9 +338,18 @@ DETECTORS: tuple[Detector, ...] = (
         "AIzaSyA1b2C3d4E5f6G7h8I9j0K1l2M3n4O5p6Q",
         "AIzaShort",
         ("aiza",),
+        cut=r"\bAIza[0-9A-Za-z_-]*",
     ),
 )
 """The value detectors, in the order they run. Remove one with ``GOTRAILS_MASK_PATTERNS='["-name"]'``."""
+
+CUT_MARK = "\u2026"
+"""How a cut string ends (``…``): a body cut at ``GOTRAILS_MAX_BODY_BYTES`` (its last value), a string cut at
+``GOTRAILS_MAX_STRING``, a ``$repr`` cut at 256 characters. Before the mark, what a cut may have left of a secret is
+masked: the ``cut`` expression of each detector, and a URL cut inside its authority (where the userinfo is)."""
+
+CUT_URL = r"[A-Za-z][A-Za-z0-9+.\-]{0,31}://[^/?#\s\"'<>`]*"
+"""A URL cut before its authority ended: what is there may be userinfo (``https://user:pass``)."""
 
 
 # ------------------------------------------------------------------------------------ driver messages

@@ -38,7 +38,7 @@ import orjson
 
 from . import maskrules
 from ._json import dumps
-from .maskrules import CLIENT_IP_HEADERS, DETECTORS, DRIVER_DUMPS, EXEMPT_KEYS, luhn_valid
+from .maskrules import CLIENT_IP_HEADERS, CUT_MARK, CUT_URL, DETECTORS, DRIVER_DUMPS, EXEMPT_KEYS, luhn_valid
 from .sqlmask import SqlMask, analyse, mask_literals
 from .urls import mask_query, mask_url, mask_urls_in_text
 
@@ -126,6 +126,7 @@ _RESERVE = 256
 _CLEAN_TEXT_MAX = 512
 _CLEAN_CACHE_SIZE = 4096
 _KEY_CACHE_SIZE = 8192
+_CUT_WINDOW = 4096  # characters before the end of a cut text in which a cut secret is looked for
 _SQL_CACHE_SIZE = 2048
 _NESTED_MAX = 2  # levels of JSON inside a string inside JSON that are masked as structure
 _PAYLOAD_KEYS = ("body", "message", "value", "args", "key", "messages", "commands", "replies")
@@ -220,6 +221,8 @@ class Policy:
         detectors, custom = _compile(self.patterns)
         object.__setattr__(self, "_gated", tuple(d for d in detectors if d.hints))
         object.__setattr__(self, "_ungated", (*[d for d in detectors if not d.hints], *custom))
+        cuts = [d.cut for d in DETECTORS if d.cut and self.patterns.get(d.name) == d.pattern]
+        object.__setattr__(self, "_cut_tail", re.compile(f"(?:{'|'.join([*cuts, CUT_URL])})(?={CUT_MARK}\\Z)"))
         gate = _gate({h for d in detectors for h in d.hints})
         object.__setattr__(self, "_gate", gate)
         object.__setattr__(self, "_gate_min", min((len(h) for d in detectors for h in d.hints), default=0))
@@ -287,6 +290,8 @@ class Policy:
 
     def _mask_plain(self, text: str, counts: dict[str, int]) -> str:
         original = text
+        if text[-1] == CUT_MARK:
+            text = self._cut(text, counts)
         first = text[0]
         if (first == "{" or first == "[") and text[-1] in "}]":
             nested = self._nested(text, counts)
@@ -310,6 +315,15 @@ class Policy:
                 text = mask_query(text, self.is_sensitive, lambda kind: _redacted(counts, kind))
             text = self._pairs(text, counts)
         return original if text == original else text
+
+    def _cut(self, text: str, counts: dict[str, int]) -> str:
+        """A cut text (ending with ``…``) with what the cut left of a secret at its end masked: the start of a card
+        number or of a token, a URL cut inside its authority (each detector's ``cut`` expression)."""
+        tail = self._cut_tail.search(text, max(0, len(text) - _CUT_WINDOW))  # type: ignore[attr-defined]
+        if tail is None:
+            return text
+        _redacted(counts, "cut")
+        return f"{text[: tail.start()]}{MASK}{CUT_MARK}"
 
     def _detect(self, detector: _Detector, text: str, counts: dict[str, int]) -> str:
         check = detector.check
@@ -572,8 +586,9 @@ class Policy:
         size = len(text)
         if size > self.max_string:
             _count(counts, "string_chars", size - self.max_string)
-            text = f"{text[: self.max_string]}…[+{size - self.max_string} chars]"
-        elif size < 6:
+            head = self._mask_text(f"{text[: self.max_string]}{CUT_MARK}", counts)
+            return f"{head}[+{size - self.max_string} chars]"
+        if size < 6:
             return text
         clean: set[str] = self._clean  # type: ignore[attr-defined]
         if text in clean:

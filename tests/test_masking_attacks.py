@@ -287,3 +287,80 @@ def test_no_card_number_survives_in_any_script_or_spacing(head: str, zero: int, 
     out = masked(text)
     assert "***" in out, (text, out)
     assert digits not in _fold_digits(out) and digits[4:12] not in _fold_digits(out).replace(" ", "")
+
+
+# ------------------------------------------------------------------------------------------------ cut values
+
+# The secret part of each detector's example: no seven characters of it may survive a cut anywhere.
+_SECRET_PART = {
+    "bearer": "tok_1a2b3c4d",
+    "basic": "dXNlcjpwYXNzd29yZA==",
+    "authorization": "0123456789abcdef",
+    "password_phrase": "correct horse battery",
+    "jwt": "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ1LTEifQ.c2lnbmF0dXJl",
+    "card": "4111111111111111",
+    "github": maskrules.DETECTORS[6].example[4:],
+    "private_key": "MIIEpAIBAAKCAQEA",
+    "aws_access_key_id": "IOSFODNN7EXAMPLE",
+    "slack": "1234567890-abcdefghij",
+    "stripe": "4eC39HqLyjWDarjtT1zdp7dc",
+    "google_api_key": "SyA1b2C3d4E5f6G7h8I9j0K1l2M3n4O5p6Q",
+}
+
+
+def _leaks(secret: str, text: str) -> bool:
+    flat = text.replace(" ", "").replace("-", "")
+    return any(secret[i : i + 7] in text or secret[i : i + 7] in flat for i in range(len(secret) - 6))
+
+
+@pytest.mark.parametrize("detector", maskrules.DETECTORS, ids=lambda d: d.name)
+def test_a_string_cut_at_max_string_keeps_no_part_of_a_secret(detector: maskrules.Detector) -> None:
+    """The cut may fall anywhere in a secret that a detector only matches whole: what it leaves is masked."""
+    secret = _SECRET_PART[detector.name]
+    assert secret in detector.example or secret in detector.example.replace(" ", "")
+    lead = "note: "
+    for keep in range(1, len(detector.example) + 1):
+        policy = Policy(max_string=len(lead) + keep)
+        out = policy.apply({"request": {"body": {"s": lead + detector.example + " tail"}}})["request"]["body"]["s"]
+        assert not _leaks(secret, out), (keep, out)
+
+
+def test_reprs_and_decoding_errors_cut_at_256_characters_keep_no_part_of_a_secret() -> None:
+    class Card:
+        def __repr__(self) -> str:
+            return "Card(" + "x" * 230 + ", number=4111 1111 1111 1111)"  # cut after ten digits
+
+    trail = POLICY.apply({"metadata": {"card": gt_json_safe(Card())}})
+    assert trail["metadata"]["card"]["$repr"].endswith("***…")
+    assert not _leaks("4111111111111111", str(trail))
+
+
+def gt_json_safe(value: object) -> object:
+    from gotrails_otel._json import json_safe
+
+    return json_safe(value)
+
+
+@pytest.mark.parametrize(
+    ("raw", "content_type"),
+    [
+        (b'{"a": 1, "n": 4111111111111111, "z": 2}', "application/json"),
+        (b'{"a": 1, "n": "4111 1111 1111 1111", "z": 2}', "application/json"),
+        (b'{"a": 1, "h": "Bearer QZXJVKWQabcd", "z": 2}', "application/json"),
+        (b'{"a": 1, "u": "https://u:QZXJVKWQ@h/x", "z": 2}', "application/json"),
+        (b'{"a": 1, "t": ["ghp_QZXJVKWQabcdefghijklmnopqrstuvwxyz12"], "z": 2}', "application/json"),
+        (b"a=1&note=card+4111+1111+1111+1111&z=2", "application/x-www-form-urlencoded"),
+        (b"log: Authorization: Bearer QZXJVKWQabcd then", "text/plain"),
+        (
+            b'--B\r\nContent-Disposition: form-data; name="note"\r\n\r\nkey AKIAQZXJVKWQ12345678\r\n--B--\r\n',
+            "multipart/form-data; boundary=B",
+        ),
+    ],
+)
+def test_a_body_cut_at_any_byte_keeps_no_part_of_a_secret(raw: bytes, content_type: str) -> None:
+    secrets = ("4111111111111111", "QZXJVKWQabcd", "QZXJVKWQ12345678", "QZXJVKWQabcdefghijklmnopqrstuvwxyz12")
+    for keep in range(1, len(raw)):
+        value = body.decode_body(raw[:keep], content_type, None, len(raw))
+        out = str(POLICY.apply({"request": {"body": value}})["request"]["body"])
+        for secret in secrets:
+            assert not _leaks(secret, out), (keep, out)
