@@ -154,6 +154,9 @@ _TEXT_FOLD: dict[int, str | int] = {
     **dict.fromkeys((*range(0x200B, 0x200E), 0x2060, 0xFEFF, *range(0x2010, 0x2016), 0x2212), "-"),
 }
 _OTHER_DIGIT = re.compile(r"(?![0-9])\d")
+# An XML or HTML tag: opening (with attributes, maybe empty "/>") or closing.
+_TAG = re.compile(r"<(?P<close>/?)(?P<name>[A-Za-z_][\w.:\-]{0,127})(?P<attrs>(?:\s[^<>]*?)?)(?P<empty>/?)>")
+_ATTR = re.compile(r"""(?<![\w:.\-])(?P<attr>[\w:.\-]+)\s*=\s*(?P<value>"[^"]*"|'[^']*'|[^\s"'>]+)""")
 
 
 def normalise_key(key: str) -> str:
@@ -310,6 +313,8 @@ class Policy:
         for detector in self._ungated:  # type: ignore[attr-defined]
             if detector.regex.search(text):
                 text = self._detect(detector, text, counts)
+        if "<" in text:
+            text = self._markup(text, counts)
         if "=" in text or ":" in text:
             if "&" in text and " " not in text and "://" not in text:
                 text = mask_query(text, self.is_sensitive, lambda kind: _redacted(counts, kind))
@@ -379,6 +384,61 @@ class Policy:
             return text
         pieces.append(text[last:])
         return "".join(pieces)
+
+    def _markup(self, text: str, counts: dict[str, int]) -> str:
+        """XML and HTML: the content of an element whose name is sensitive (``<wsse:Password>…</wsse:Password>``,
+        ``<credentials><key>…</key></credentials>``) masked whole, to its closing tag or to the end of the text
+        when it is cut; and the ``value``/``content`` of an ``<input>`` or ``<meta>`` whose ``name``, ``id`` or
+        ``property`` is sensitive (``<input name="csrf_token" value="…">``, ``<meta name="csrf-token" …>``)."""
+        pieces: list[str] = []
+        last = 0
+        position = 0
+        size = len(text)
+        search = _TAG.search
+        while position < size:
+            tag = search(text, position)
+            if tag is None:
+                break
+            position = tag.end()
+            name = tag.group("name")
+            if tag.group("close"):
+                continue
+            attrs = tag.group("attrs")
+            if attrs and "=" in attrs and name.lower() in ("input", "meta"):
+                masked_attrs = self._form_control(attrs, counts)
+                if masked_attrs is not attrs:
+                    pieces.append(text[last : tag.start("attrs")])
+                    pieces.append(masked_attrs)
+                    last = tag.end("attrs")
+                continue
+            if tag.group("empty") or not self.is_sensitive(name.rpartition(":")[2]):
+                continue
+            closing = text.find(f"</{name}", position)
+            end = size if closing == -1 else closing
+            content = text[position:end]
+            if content and content != MASK and content != CUT_MARK:
+                pieces.append(text[last:position])
+                pieces.append(MASK if closing != -1 or text[-1] != CUT_MARK else MASK + CUT_MARK)
+                last = end
+                _redacted(counts, "markup")
+            position = end
+        if not pieces:
+            return text
+        pieces.append(text[last:])
+        return "".join(pieces)
+
+    def _form_control(self, attrs: str, counts: dict[str, int]) -> str:
+        found = {m.group("attr").lower(): m for m in _ATTR.finditer(attrs)}
+        named = any(
+            key in found and self.is_sensitive(found[key].group("value").strip("\"'"))
+            for key in ("name", "id", "property")
+        )
+        value = found.get("value") or found.get("content")
+        if not named or value is None or value.group("value").strip("\"'") in ("", MASK):
+            return attrs
+        _redacted(counts, "markup")
+        quote = value.group("value")[0] if value.group("value")[0] in "\"'" else ""
+        return f"{attrs[: value.start('value')]}{quote}{MASK}{quote}{attrs[value.end('value') :]}"
 
     def _nested(self, text: str, counts: dict[str, int]) -> str | None:
         """A string that is itself JSON, masked as structure; ``None`` when it is not JSON (or nested too deep)."""

@@ -364,3 +364,46 @@ def test_a_body_cut_at_any_byte_keeps_no_part_of_a_secret(raw: bytes, content_ty
         out = str(POLICY.apply({"request": {"body": value}})["request"]["body"])
         for secret in secrets:
             assert not _leaks(secret, out), (keep, out)
+
+
+# ------------------------------------------------------------------------------------------------ XML, HTML
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (
+            "<login><user>ann</user><password>x-pw-1</password></login>",
+            "<login><user>ann</user><password>***</password></login>",
+        ),
+        (  # SOAP WS-Security (payment gateways): the whole UsernameToken
+            '<wsse:Security><wsse:UsernameToken><wsse:Username>ann</wsse:Username><wsse:Password Type="PasswordText">'
+            "x-pw-2</wsse:Password></wsse:UsernameToken></wsse:Security>",
+            "<wsse:Security><wsse:UsernameToken>***</wsse:UsernameToken></wsse:Security>",
+        ),
+        ("<credentials><key>x-key-3</key></credentials><ok>1</ok>", "<credentials>***</credentials><ok>1</ok>"),
+        ("<Password><![CDATA[x-pw-4]]></Password>", "<Password>***</Password>"),
+        ("<a><password>x-pw-5…", "<a><password>***…"),  # cut
+        (
+            '<form><input type="hidden" name="csrf_token" value="x-csrf-6"><input name="q" value="kept"></form>',
+            '<form><input type="hidden" name="csrf_token" value="***"><input name="q" value="kept"></form>',
+        ),
+        ('<meta name="csrf-token" content="x-csrf-7">', '<meta name="csrf-token" content="***">'),
+        ('<user password="x-pw-8" name="ann"/>', '<user password="***" name="ann"/>'),
+    ],
+)
+def test_xml_and_html_by_element_and_field_name(text: str, expected: str) -> None:
+    assert masked(text) == expected
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "<p>1 < 2 and 3 > 2</p>",
+        "<tokenType>Bearer</tokenType><author>ann</author>",
+        '<meta name="viewport" content="width=device-width"><input id="password" type="password">',
+        '<div class="password-field" id="pw">visible</div><password/>',
+    ],
+)
+def test_markup_near_misses(text: str) -> None:
+    assert masked(text) == text
