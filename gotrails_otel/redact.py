@@ -25,13 +25,15 @@ its total size.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import logging
 import re
 import threading
 import unicodedata
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import unquote_plus
 
 import orjson
@@ -40,7 +42,7 @@ from . import maskrules
 from ._json import dumps
 from .maskrules import CLIENT_IP_HEADERS, CUT_MARK, CUT_URL, DETECTORS, DRIVER_DUMPS, EXEMPT_KEYS, luhn_valid
 from .sqlmask import SqlMask, analyse, mask_literals
-from .urls import mask_query, mask_url, mask_urls_in_text
+from .urls import ENCODED, mask_encoded, mask_query, mask_url, mask_urls_in_text
 
 __all__ = [
     "DEFAULT_ALLOWED_HEADERS",
@@ -128,7 +130,7 @@ _CLEAN_CACHE_SIZE = 4096
 _KEY_CACHE_SIZE = 8192
 _CUT_WINDOW = 4096  # characters before the end of a cut text in which a cut secret is looked for
 _SQL_CACHE_SIZE = 2048
-_NESTED_MAX = 2  # levels of JSON inside a string inside JSON that are masked as structure
+_NESTED_MAX = 4  # levels of text inside text (JSON, base64 of JSON, percent-encoding) that are looked into
 _PAYLOAD_KEYS = ("body", "message", "value", "args", "key", "messages", "commands", "replies")
 _SQL_PLACEHOLDER = re.compile(r"\?|%s|\$\d+|:\w+|%\(\w+\)s")
 _CARD_INT_MIN = 10**12  # the smallest 13-digit number
@@ -154,6 +156,11 @@ _TEXT_FOLD: dict[int, str | int] = {
     **dict.fromkeys((*range(0x200B, 0x200E), 0x2060, 0xFEFF, *range(0x2010, 0x2016), 0x2212), "-"),
 }
 _OTHER_DIGIT = re.compile(r"(?![0-9])\d")
+# base64 of '{"', '[{', '["', '{ "', '{\n', '[\n' (standard and URL-safe alphabets)
+_BASE64_JSON = frozenset({"eyJ", "W3s", "WyJ", "eyA", "ewo", "Wwo"})
+_BASE64 = re.compile(r"[A-Za-z0-9+/]{8,}={0,2}|[A-Za-z0-9_\-]{8,}={0,2}")
+_RAW_STRUCTURE = re.compile(r"""[\s=&{}\[\]"':/@]""")
+_T = TypeVar("_T")
 # An XML or HTML tag: opening (with attributes, maybe empty "/>") or closing.
 _TAG = re.compile(r"<(?P<close>/?)(?P<name>[A-Za-z_][\w.:\-]{0,127})(?P<attrs>(?:\s[^<>]*?)?)(?P<empty>/?)>")
 _ATTR = re.compile(r"""(?<![\w:.\-])(?P<attr>[\w:.\-]+)\s*=\s*(?P<value>"[^"]*"|'[^']*'|[^\s"'>]+)""")
@@ -274,7 +281,7 @@ class Policy:
         if text in clean:
             return text
         masked = self._mask_text(text, counts)
-        if masked is text and len(text) <= _CLEAN_TEXT_MAX:
+        if masked is text and len(text) <= _CLEAN_TEXT_MAX and self._top_level():
             # Statements, URLs and names repeat from request to request. Only text with nothing to mask is
             # remembered, so no secret is kept around by this.
             if len(clean) >= _CLEAN_CACHE_SIZE:
@@ -300,8 +307,22 @@ class Policy:
             nested = self._nested(text, counts)
             if nested is not None:
                 return nested
-        if "://" in text:
-            text = mask_urls_in_text(text, self.is_sensitive, lambda kind: _redacted(counts, kind))
+        elif first in "eWw" and text[:3] in _BASE64_JSON and _BASE64.fullmatch(text):
+            decoded = self._base64(text, counts)
+            if decoded is not None:
+                return decoded
+        if "%" in text and not _RAW_STRUCTURE.search(text):
+            # A value percent-encoded whole (%7B%22password%22…, https%3A%2F%2Fu%3Apw%40h): masked decoded.
+            encoded = self._deeper(lambda: mask_encoded(text, lambda inner: self._text(inner, counts)))
+            if encoded is not None:
+                return encoded
+            if getattr(self._nesting, "level", 0) >= _NESTED_MAX and ENCODED.search(text):  # type: ignore[attr-defined]
+                _redacted(counts, "nested")
+                return MASK  # encoded deeper than it is looked into: not kept
+        if "//" in text:
+            text = mask_urls_in_text(
+                text, self.is_sensitive, lambda kind: _redacted(counts, kind), self._masker(counts)
+            )
         size = len(text)
         gate = self._gate  # type: ignore[attr-defined]
         if gate is not None and size >= self._gate_min:  # type: ignore[attr-defined]
@@ -317,7 +338,7 @@ class Policy:
             text = self._markup(text, counts)
         if "=" in text or ":" in text:
             if "&" in text and " " not in text and "://" not in text:
-                text = mask_query(text, self.is_sensitive, lambda kind: _redacted(counts, kind))
+                text = mask_query(text, self.is_sensitive, lambda kind: _redacted(counts, kind), self._masker(counts))
             text = self._pairs(text, counts)
         return original if text == original else text
 
@@ -440,26 +461,69 @@ class Policy:
         quote = value.group("value")[0] if value.group("value")[0] in "\"'" else ""
         return f"{attrs[: value.start('value')]}{quote}{MASK}{quote}{attrs[value.end('value') :]}"
 
-    def _nested(self, text: str, counts: dict[str, int]) -> str | None:
-        """A string that is itself JSON, masked as structure; ``None`` when it is not JSON (or nested too deep)."""
+    def _deeper(self, mask: Callable[[], _T]) -> _T | None:
+        """``mask()`` one level deeper into text inside text (JSON, base64, percent-encoding), or ``None`` past
+        :data:`_NESTED_MAX` levels."""
         local = self._nesting  # type: ignore[attr-defined]
         level = getattr(local, "level", 0)
         if level >= _NESTED_MAX:
             return None
+        local.level = level + 1
+        try:
+            return mask()
+        finally:
+            local.level = level
+
+    def _top_level(self) -> bool:
+        """Whether masking is outside any text inside text: only there is a text with nothing to mask remembered as
+        such (deeper, a text is not looked into as far, so it may hold what the top level would mask)."""
+        return not getattr(self._nesting, "level", 0)  # type: ignore[attr-defined]
+
+    def _masker(self, counts: dict[str, int]) -> Callable[[str], str]:
+        """The text masker for decoded values (percent-encoded query parameters), one level deeper."""
+
+        def mask(inner: str) -> str:
+            masked = self._deeper(lambda: self._text(inner, counts))
+            return inner if masked is None else masked
+
+        return mask
+
+    def _nested(self, text: str, counts: dict[str, int]) -> str | None:
+        """A string that is itself JSON, masked as structure (whole past :data:`_NESTED_MAX` levels); ``None`` when
+        it is not JSON."""
         try:
             parsed = orjson.loads(text)
         except orjson.JSONDecodeError:
             return None
         if not isinstance(parsed, (dict, list)):
             return None
-        local.level = level + 1
-        try:
-            walked = self._walk(parsed, (), self.max_depth - 1, counts)
-        finally:
-            local.level = level
+        walked = self._deeper(lambda: self._walk(parsed, (), self.max_depth - 1, counts))
+        if walked is None:
+            _redacted(counts, "nested")
+            return MASK  # JSON nested deeper than it is looked into: not kept
         if walked == parsed:
             return text
         return dumps(walked).decode()
+
+    def _base64(self, text: str, counts: dict[str, int]) -> str | None:
+        """A string that is base64 of a JSON object or array (a Pub/Sub message's data, a state parameter), masked
+        as structure and encoded again; ``None`` when it is not (or nothing in it is masked)."""
+        urlsafe = "-" in text or "_" in text
+        try:
+            raw = (base64.urlsafe_b64decode if urlsafe else base64.b64decode)(text + "=" * (-len(text) % 4))
+            parsed = orjson.loads(raw)
+        except (binascii.Error, ValueError):
+            return None
+        if not isinstance(parsed, (dict, list)):
+            return None
+        walked = self._deeper(lambda: self._walk(parsed, (), self.max_depth - 1, counts))
+        if walked is None:
+            _redacted(counts, "nested")
+            return MASK  # JSON encoded deeper than it is looked into: not kept
+        if walked == parsed:
+            return None
+        encoded = (base64.urlsafe_b64encode if urlsafe else base64.b64encode)(dumps(walked)).decode()
+        return encoded.rstrip("=") if not text.endswith("=") else encoded
 
     def _driver(self, text: str, counts: dict[str, int]) -> str:
         low = text.lower()
@@ -526,7 +590,9 @@ class Policy:
                 elif kind == "http" and isinstance(item.get("request"), dict):
                     url = item["request"].get("url")
                     if isinstance(url, str):
-                        item["request"]["url"] = mask_url(url, self.is_sensitive, lambda k: _redacted(counts, k))
+                        item["request"]["url"] = mask_url(
+                            url, self.is_sensitive, lambda k: _redacted(counts, k), self._masker(counts)
+                        )
                 for key in _ENTRY_PAYLOAD:
                     if item.get(key) is not None:
                         if key == "error":
@@ -635,10 +701,11 @@ class Policy:
         if shown is not key:
             return self._classify(shown), shown
         sensitive = self.is_sensitive(key)
-        cache: dict[str, bool] = self._keys  # type: ignore[attr-defined]
-        if len(cache) >= _KEY_CACHE_SIZE:
-            cache.clear()
-        cache[key] = sensitive
+        if self._top_level():
+            cache: dict[str, bool] = self._keys  # type: ignore[attr-defined]
+            if len(cache) >= _KEY_CACHE_SIZE:
+                cache.clear()
+            cache[key] = sensitive
         return sensitive, key
 
     def _string(self, text: str, counts: dict[str, int]) -> str:
@@ -654,7 +721,7 @@ class Policy:
         if text in clean:
             return text
         masked = self._mask_text(text, counts)
-        if masked is text and size <= _CLEAN_TEXT_MAX:
+        if masked is text and size <= _CLEAN_TEXT_MAX and self._top_level():
             if len(clean) >= _CLEAN_CACHE_SIZE:
                 clean.clear()
             clean.add(text)
@@ -670,7 +737,7 @@ class Policy:
         return self._walk(error, path, depth, counts)
 
     def _query(self, query: str, counts: dict[str, int]) -> str:
-        return mask_query(query, self.is_sensitive, lambda kind: _redacted(counts, kind))
+        return mask_query(query, self.is_sensitive, lambda kind: _redacted(counts, kind), self._masker(counts))
 
     # ------------------------------------------------------------------------------------------- SQL
 

@@ -4,8 +4,12 @@ the policy."""
 
 from __future__ import annotations
 
+import base64
+import contextlib
+import json
 import re
 import time
+import urllib.parse
 
 import pytest
 from hypothesis import given, settings
@@ -407,3 +411,61 @@ def test_xml_and_html_by_element_and_field_name(text: str, expected: str) -> Non
 )
 def test_markup_near_misses(text: str) -> None:
     assert masked(text) == text
+
+
+# ----------------------------------------------------------------------------------------- nested encodings
+
+_DOC = '{"user": "ann", "password": "n-pw-1"}'
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        base64.b64encode(_DOC.encode()).decode(),  # a Pub/Sub push message's data, an OAuth state
+        base64.urlsafe_b64encode(_DOC.encode()).decode().rstrip("="),
+        urllib.parse.quote(_DOC),  # URL-encoded JSON in a JSON string or a cookie
+        urllib.parse.quote(urllib.parse.quote(_DOC)),  # encoded twice
+        "state=" + urllib.parse.quote(_DOC) + "&page=2",  # encoded JSON as a query parameter
+        "https://h/cb?state=" + urllib.parse.quote(_DOC),
+        urllib.parse.quote("https://u:n-pw-1@idp.example/x", safe=""),  # an encoded URL on its own
+        "https://h/x?next=" + urllib.parse.quote(urllib.parse.quote("https://u:n-pw-1@idp/x", safe=""), safe=""),
+        "//u:n-pw-1@cdn.example/x.js",  # a URL without a scheme
+    ],
+)
+def test_secrets_inside_encoded_values(text: str) -> None:
+    out = masked(text)
+    for form in _decodings(out):
+        assert "n-pw-1" not in form, form
+    assert any("ann" in form or "idp" in form or "cdn" in form for form in _decodings(out))  # the rest is kept
+
+
+def _decodings(text: str) -> list[str]:
+    forms = [text, urllib.parse.unquote(text), urllib.parse.unquote(urllib.parse.unquote(text))]
+    with contextlib.suppress(ValueError):  # not base64 (UnicodeDecodeError is a ValueError)
+        forms.append(base64.b64decode(text + "==", altchars=b"-_").decode())
+    return forms
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "a%2Fb%2Fc",
+        "50% off today",
+        "eyJhbGciOiJIUzI1NiJ9",
+        "see //cdn.example/x.js",
+        base64.b64encode(b'{"a": 1}').decode(),
+    ],
+)
+def test_encoded_near_misses(text: str) -> None:
+    assert masked(text) == text
+
+
+def test_a_text_seen_deep_inside_text_is_not_remembered_as_clean_for_the_top_level() -> None:
+    policy = Policy()
+    inner = json.dumps({"p": urllib.parse.quote(json.dumps({"password": "n-pw-2"}))})
+    deep: object = inner
+    for _ in range(5):
+        deep = json.dumps({"wrap": deep})
+    for value in (deep, inner, urllib.parse.quote(json.dumps({"password": "n-pw-2"}))):
+        out = json.dumps(policy.apply({"request": {"body": {"v": value}}}))
+        assert "n-pw-2" not in out and "n-pw-2" not in urllib.parse.unquote(out)

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import base64
 import gzip
 import json
 import time
 import tracemalloc
+import urllib.parse
 import zlib
 from typing import Any
 
@@ -962,21 +964,33 @@ def test_no_planted_secret_survives_in_urls(
     _no_secret(trail, *(v for _, v in sensitive), *(s for s in (user, password) if s is not None))
 
 
-@given(planted(), st.integers(1, 2))
+def _encode(value: Any, how: str) -> str:
+    text = json.dumps(value)
+    if how == "base64":
+        return base64.b64encode(text.encode()).decode()
+    if how == "percent":
+        return urllib.parse.quote(text)
+    return text
+
+
+@given(planted(), st.lists(st.sampled_from(["json", "base64", "percent"]), min_size=1, max_size=2))
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 def test_no_planted_secret_survives_json_inside_strings(
-    harness: TrailHarness, case: tuple[Any, list[str]], levels: int
+    harness: TrailHarness, case: tuple[Any, list[str]], levels: list[str]
 ) -> None:
+    """JSON inside a string, as such, as base64 or percent-encoded, at two levels."""
     document, secrets = case
     harness.exporter.clear()
     value: Any = document
-    for _ in range(levels):
-        value = {"payload": json.dumps(value), "kind": "event"}
+    for how in levels:
+        value = {"payload": _encode(value, how), "kind": "event"}
     form = "&".join(f"{k}={v}" for k, v in document.items() if isinstance(v, str))
     trail = _trail(
         harness, {"body": {"event": json.dumps(value), "form_text": form}}, metadata={"raw": json.dumps(value)}
     )
     _no_secret(trail, *secrets)
+    for secret in secrets:  # nor in an encoded form
+        assert base64.b64encode(secret.encode())[:12] not in orjson.dumps(trail)
 
 
 @pytest.mark.parametrize("dump", maskrules.DRIVER_DUMPS, ids=lambda d: d.name)
