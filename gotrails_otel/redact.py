@@ -988,14 +988,25 @@ def _closing(text: str, start: int) -> int:
 
 
 def _gate(hints: set[str]) -> re.Pattern[str] | None:
-    """One expression finding every hint in lower-cased text, factored by first character (so that the regular
-    expression engine skips the other characters quickly)."""
+    """One expression finding every hint in lower-cased text, as a trie (common prefixes factored at every level,
+    so that the regular expression engine skips other characters quickly and never tries a prefix twice)."""
     if not hints:
         return None
-    groups: dict[str, list[str]] = {}
-    for hint in sorted(hints, key=len, reverse=True):
-        groups.setdefault(hint[0], []).append(re.escape(hint[1:]))
-    return re.compile("|".join(f"{re.escape(first)}(?:{'|'.join(rests)})" for first, rests in groups.items()))
+    root: dict[str, Any] = {}
+    for hint in hints:
+        node = root
+        for char in hint:
+            node = node.setdefault(char, {})
+        node[""] = {}
+    return re.compile(_trie(root))
+
+
+def _trie(node: dict[str, Any]) -> str:
+    branches = [re.escape(char) + _trie(child) for char, child in sorted(node.items()) if char]
+    if not branches:
+        return ""
+    body = branches[0] if len(branches) == 1 else f"(?:{'|'.join(branches)})"
+    return f"(?:{body})?" if "" in node else body
 
 
 def _count(counts: dict[str, int], key: str, n: int = 1) -> None:

@@ -309,6 +309,19 @@ _SECRET_PART = {
     "slack": "1234567890-abcdefghij",
     "stripe": "4eC39HqLyjWDarjtT1zdp7dc",
     "google_api_key": "SyA1b2C3d4E5f6G7h8I9j0K1l2M3n4O5p6Q",
+    "slack_webhook": "T0000AAAA/B0000BBBB/Xy7GhT2kLm9QwErT5yUiOp3a",
+    "discord_webhook": "aB3dE5fG7hI9jK1lM3nO5pQ7rS9tU1vW3xY5z",
+    "telegram_bot": "AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw0",
+    "azure_storage_key": "ZmFrZS1rZXktZm9yLXRlc3RzLW9ubHk",
+    "openai": "Ab3De5Fg7Hi9Jk1Lm3No5Pq7Rs9Tu1Vw3Xy5Za7Bc9De1",
+    "gitlab": "Ab3De5Fg7Hi9Jk1Lm3No",
+    "npm": "Ab3De5Fg7Hi9Jk1Lm3No5Pq7Rs9Tu1Vw3Xy5",
+    "pypi": "CJDAwYjU1ZmM1LWE5NTYtNDdkOS04ZmJmLTJkMTU1NTI1OTQ4ZAACKlsz",
+    "sendgrid": "Ab3De5Fg7Hi9Jk1Lm3No5P.q7Rs9Tu1Vw3Xy5Za7Bc9De1Fg3Hi5Jk7Lm9No1Pq3Rs",
+    "shopify": "0123456789abcdef0123456789abcdef",
+    "midtrans": "Ab3De5Fg7Hi9Jk1Lm3No5Pq7R",
+    "xendit": "Ab3De5Fg7Hi9Jk1Lm3No5Pq7Rs9Tu1",
+    "square": "Ab3De5Fg7Hi9Jk1Lm3No5Pq7Rs9Tu1Vw3Xy5Za7B",
 }
 
 
@@ -469,3 +482,9 @@ def test_a_text_seen_deep_inside_text_is_not_remembered_as_clean_for_the_top_lev
     for value in (deep, inner, urllib.parse.quote(json.dumps({"password": "n-pw-2"}))):
         out = json.dumps(policy.apply({"request": {"body": {"v": value}}}))
         assert "n-pw-2" not in out and "n-pw-2" not in urllib.parse.unquote(out)
+
+
+def test_detector_hints_start_with_the_few_characters_the_gate_is_built_on() -> None:
+    """Every first character of a hint is one more alternative the gate tries at each position of every string."""
+    firsts = {hint[0] for detector in maskrules.DETECTORS for hint in detector.hints}
+    assert firsts <= set("-abegkpx"), firsts
