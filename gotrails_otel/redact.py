@@ -133,6 +133,8 @@ _SQL_CACHE_SIZE = 2048
 _NESTED_MAX = 4  # levels of text inside text (JSON, base64 of JSON, percent-encoding) that are looked into
 _PAYLOAD_KEYS = ("body", "message", "value", "args", "key", "messages", "commands", "replies")
 _SQL_PLACEHOLDER = re.compile(r"\?|%s|\$\d+|:\w+|%\(\w+\)s")
+_QUOTES = frozenset({'"', "'", "\\"})
+_GRAPHQL_BINDING = re.compile(r"(?<!\w)(?P<argument>[A-Za-z_]\w*)\s*:\s*\$(?P<variable>[A-Za-z_]\w*)")
 _CARD_INT_MIN = 10**12  # the smallest 13-digit number
 _CARD_INT_MAX = 10**19
 _REDACTED = "\x00"  # prefix of the redaction counts inside the walk's one counter dict
@@ -226,6 +228,7 @@ class Policy:
         object.__setattr__(self, "_sensitive_cache", {})
         object.__setattr__(self, "_keys", {})  # object keys with nothing to mask in their text -> sensitive
         object.__setattr__(self, "_clean", set())
+        object.__setattr__(self, "_clean_statements", set())  # statements with nothing to mask
         object.__setattr__(self, "_sql_cache", {})
         object.__setattr__(self, "_nesting", threading.local())
         detectors, custom = _compile(self.patterns)
@@ -289,16 +292,18 @@ class Policy:
             clean.add(text)
         return masked
 
-    def _mask_text(self, text: str, counts: dict[str, int]) -> str:
+    def _mask_text(self, text: str, counts: dict[str, int], statement: bool = False) -> str:
+        """``text`` masked; a ``statement`` (SQL, a GraphQL document) has its placeholders and variables kept and is
+        not read for password phrases (``SET password = CASE WHEN …`` is no phrase)."""
         if not text.isascii() and _FOLDABLE.search(text):
             # Full-width forms, other scripts' digits, Unicode spaces and dashes are read as their ASCII twins
             # (a card number typed with a Japanese input method); when anything is masked, the folded text is kept.
             folded = _fold_text(text)
-            masked = self._mask_plain(folded, counts)
+            masked = self._mask_plain(folded, counts, statement)
             return text if masked is folded else masked
-        return self._mask_plain(text, counts)
+        return self._mask_plain(text, counts, statement)
 
-    def _mask_plain(self, text: str, counts: dict[str, int]) -> str:
+    def _mask_plain(self, text: str, counts: dict[str, int], statement: bool = False) -> str:
         original = text
         if text[-1] == CUT_MARK:
             text = self._cut(text, counts)
@@ -329,6 +334,8 @@ class Policy:
             hits = gate.findall(text.lower())
             if hits:
                 for detector in self._gated:  # type: ignore[attr-defined]
+                    if statement and detector.kind == "password_phrase":
+                        continue
                     if any(h in hits for h in detector.hints) and detector.regex.search(text):
                         text = self._detect(detector, text, counts)
         for detector in self._ungated:  # type: ignore[attr-defined]
@@ -337,9 +344,9 @@ class Policy:
         if "<" in text:
             text = self._markup(text, counts)
         if "=" in text or ":" in text:
-            if "&" in text and " " not in text and "://" not in text:
+            if "&" in text and " " not in text and "://" not in text and not statement:
                 text = mask_query(text, self.is_sensitive, lambda kind: _redacted(counts, kind), self._masker(counts))
-            text = self._pairs(text, counts)
+            text = self._pairs(text, counts, statement)
         return original if text == original else text
 
     def _cut(self, text: str, counts: dict[str, int]) -> str:
@@ -368,9 +375,10 @@ class Policy:
 
         return detector.regex.sub(replace, text)
 
-    def _pairs(self, text: str, counts: dict[str, int]) -> str:
+    def _pairs(self, text: str, counts: dict[str, int], statement: bool = False) -> str:
         """Sensitive ``key=value`` / ``"key": value`` pairs masked; a bracketed value is masked whole (to the end of
-        the text when it is cut)."""
+        the text when it is cut). In a ``statement`` only quoted values are masked (``password = md5(%s)``,
+        ``login(password: $p)`` name a function or a variable, and SQL literals are masked by binding)."""
         pieces: list[str] = []
         last = 0
         position = 0
@@ -384,7 +392,12 @@ class Policy:
             key = match.group("key")
             if "\\u" in key:  # a non-ASCII key as JSON escapes it (Python's json.dumps does by default)
                 key = _unescape(key)
-            if not self.is_sensitive(key) or _SQL_PLACEHOLDER.fullmatch(value) or value == MASK:
+            if (
+                not self.is_sensitive(key)
+                or _SQL_PLACEHOLDER.fullmatch(value)
+                or value == MASK
+                or (statement and value[:1] not in _QUOTES)
+            ):
                 if value[:1] in _OPENERS or value[1:2] == "'":
                     position = match.start("value") + 1  # look for pairs inside the brackets or the quotes
                 continue
@@ -634,8 +647,13 @@ class Policy:
             if depth <= 0:
                 _count(counts, "depth")
                 return "[gotrails: nested too deep]"
-            if isinstance(value.get("query"), str) and "args" in value:
-                value = self._mask_sql(value, counts)
+            result: dict[str, Any] = {}
+            query = value.get("query")
+            if type(query) is str and ("args" in value or isinstance(value.get("variables"), dict)):
+                # A SQL statement and its arguments, or a GraphQL document and its variables: masked by binding.
+                value = self._mask_sql(value, counts) if "args" in value else self._mask_graphql(value, counts)
+                result["query"] = self._statement(value["query"], counts)
+                value = {k: v for k, v in value.items() if k != "query"}
             items = value.items()
             if len(value) > self.max_items:
                 items = list(items)[: self.max_items]
@@ -643,7 +661,6 @@ class Policy:
             known = self._keys.get  # type: ignore[attr-defined]
             clean: set[str] = self._clean  # type: ignore[attr-defined]
             max_string = self.max_string
-            result: dict[str, Any] = {}
             masked = 0
             for key, item in items:
                 sensitive = known(key)
@@ -727,6 +744,37 @@ class Policy:
             clean.add(text)
         return masked
 
+    def _statement(self, text: str, counts: dict[str, int]) -> str:
+        """A SQL statement or GraphQL document: cut at ``max_string``, masked as a statement (placeholders kept)."""
+        size = len(text)
+        if size > self.max_string:
+            _count(counts, "string_chars", size - self.max_string)
+            head = self._mask_text(f"{text[: self.max_string]}{CUT_MARK}", counts, statement=True)
+            return f"{head}[+{size - self.max_string} chars]"
+        clean: set[str] = self._clean_statements  # type: ignore[attr-defined]
+        if size < 6 or text in clean:
+            return text
+        masked = self._mask_text(text, counts, statement=True)
+        if masked is text and self._top_level():
+            if len(clean) >= _SQL_CACHE_SIZE:
+                clean.clear()
+            clean.add(text)
+        return masked
+
+    def _mask_graphql(self, request: dict[str, Any], counts: dict[str, int]) -> dict[str, Any]:
+        """A GraphQL request whose variables bound to a sensitive argument (``login(password: $p)``) are masked
+        (the other variables are masked by key as any object is)."""
+        variables = request["variables"]
+        masked = {
+            match.group("variable")
+            for match in _GRAPHQL_BINDING.finditer(request["query"])
+            if match.group("variable") in variables and self.is_sensitive(match.group("argument"))
+        }
+        if not masked:
+            return request
+        _redacted(counts, "graphql_variable", len(masked))
+        return {**request, "variables": {k: MASK if k in masked else v for k, v in variables.items()}}
+
     def _error(self, error: Any, path: tuple[str, ...], depth: int, counts: dict[str, int]) -> Any:
         """An ``errors[]`` entry or a step's/integration's ``error``: its message and type are untrusted text."""
         if isinstance(error, dict):
@@ -762,7 +810,7 @@ class Policy:
             changed["query"] = sql.statement
             _redacted(counts, "sql_literal", sql.masked_literals)
         if isinstance(args, (list, dict)) and (sql.names or sql.positions or sql.everything):
-            masked = _mask_args(args, sql)
+            masked = _mask_args(args, sql, request.get("executemany"))
             if masked is not args:
                 changed["args"] = masked
                 _redacted(counts, "sql_argument")
@@ -892,27 +940,36 @@ def _payload_owners(trail: dict[str, Any]) -> Iterable[dict[str, Any]]:
         yield trail["metadata"]
 
 
-def _mask_args(args: Any, sql: SqlMask) -> Any:
+def _mask_args(args: Any, sql: SqlMask, executemany: bool | None = None) -> Any:
     """SQL arguments with the sensitive ones masked: by name (dicts), by position (lists), row by row for
-    ``executemany``; every argument when the statement could not be analysed."""
-    rows = args if isinstance(args, list) and args and all(isinstance(r, (list, dict)) for r in args) else [args]
-    masked_rows: list[Any] = []
-    for row in rows:
-        if isinstance(row, dict):
-            masked_rows.append(
-                {
-                    k: (MASK if (sql.everything or k in sql.names) and v is not None and not k.startswith("$") else v)
-                    for k, v in row.items()
-                }
-            )
-        elif isinstance(row, list):
-            masked_rows.append(
-                [MASK if (sql.everything or i in sql.positions) and v is not None else v for i, v in enumerate(row)]
-            )
-        else:
-            masked_rows.append(row)
-    masked = masked_rows if rows is args else masked_rows[0]
-    return args if masked == args else masked
+    ``executemany``; every argument when the statement could not be analysed. A list of lists not marked
+    ``executemany`` (by the capture hook) may be rows or one row of array arguments: both readings are masked."""
+    if isinstance(args, dict):
+        return _mask_row(args, sql)
+    if not isinstance(args, (list, tuple)):
+        return args
+    masked: Any = list(args)
+    rows = args and all(isinstance(row, (list, tuple, dict)) for row in args)
+    if rows and executemany is not False:
+        masked = [_mask_row(row, sql) for row in args]  # executemany rows
+    if not rows or executemany is not True:
+        masked = _mask_row(masked, sql, original=args)  # one row (whose arguments may be arrays or objects)
+    return args if masked == list(args) else masked
+
+
+def _mask_row(row: Any, sql: SqlMask, original: Any = None) -> Any:
+    if isinstance(row, dict):
+        masked = {
+            k: (MASK if (sql.everything or k in sql.names) and v is not None and not k.startswith("$") else v)
+            for k, v in row.items()
+        }
+        return row if masked == row else masked
+    if isinstance(row, (list, tuple)):
+        source = original if original is not None else row
+        return [
+            MASK if (sql.everything or i in sql.positions) and source[i] is not None else v for i, v in enumerate(row)
+        ]
+    return row
 
 
 def _mask_positions(value: Any, sensitive: list[bool]) -> Any:

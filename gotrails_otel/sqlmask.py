@@ -126,10 +126,13 @@ class _Analysis:
         order = 0
         for index, (ttype, value) in enumerate(self.tokens):
             if ttype is T.Name.Placeholder:
-                if value in ("?", "%s"):
+                following = self.tokens[index + 1] if index + 1 < len(self.tokens) else (None, "")
+                if value == "?" and following[0] in T.Number.Integer:  # SQLite's ?NNN
+                    self.positional[index] = int(following[1]) - 1
+                elif value in ("?", "%s"):
                     self.positional[index] = order
                     order += 1
-                elif value.startswith("$") and value[1:].isdigit():
+                elif value[:1] in ("$", ":") and value[1:].isdigit():  # $1 (PostgreSQL), :1 (Oracle)
                     self.positional[index] = int(value[1:]) - 1
         self.marked: set[int] = set()  # token indexes of sensitive placeholders and literals
         # Tokens the rules may scan in all; a hostile statement (INTO or comparisons repeated without end) would
@@ -189,8 +192,13 @@ class _Analysis:
                 self.spend(self.insert(s) - s)
             elif self.ttype(s) in self.T.Operator.Comparison or (word == "IN" and self.ttype(s) in self.T.Keyword):
                 self.comparison(s)
-            elif word == "BY" and s > 0 and self.upper(s - 1) == "IDENTIFIED":
-                self.mark_values(s + 1, min(s + 2, count))
+            elif word == "BY" and any(self.upper(b) == "IDENTIFIED" for b in range(max(0, s - 3), s)):
+                self.mark_values(s + 1, min(s + 2, count))  # IDENTIFIED [WITH plugin] BY 'x'
+            elif word == "AS" and s + 1 < count and (alias := self.column(s + 1)) is not None:
+                if self.is_sensitive(alias):
+                    self.mark_expression_before(s)  # SELECT %s AS password, USING (SELECT :p AS api_key)
+            elif word == "BETWEEN" and s > 0 and (name := self.column(s - 1)) is not None and self.is_sensitive(name):
+                self.mark_values(s + 1, min(s + 4, count))  # password BETWEEN x AND y
             elif (
                 s + 1 < count
                 and self.is_name(s)
@@ -199,6 +207,20 @@ class _Analysis:
             ):
                 self.mark_values(s + 1, s + 2)  # PASSWORD 'x'
         return self.result()
+
+    def mark_expression_before(self, at: int) -> None:
+        """The values of the expression that ends before token ``at`` (back to a comma, a bracket or a keyword)."""
+        depth = self.depth[at]
+        start = at
+        while start > 0:
+            prev = start - 1
+            if self.depth[prev] < depth or (self.depth[prev] == depth and self.value(prev) in (",", ";")):
+                break
+            if self.depth[prev] == depth and self.ttype(prev) in self.T.Keyword and self.upper(prev) != "NULL":
+                break
+            start = prev
+        self.spend(at - start)
+        self.mark_values(start, at)
 
     def insert(self, into: int) -> int:
         """``INTO table (columns) VALUES (row), (row)…``: values by column position; returns where it stopped."""
@@ -221,6 +243,8 @@ class _Analysis:
             s += 1
         columns.append(current)
         s += 1
+        if s < count and self.upper(s) == "SELECT":  # INSERT INTO t (a, b) SELECT x, y …: by position
+            return self.insert_select(columns, s + 1)
         if s >= count or self.upper(s) not in ("VALUES", "VALUE"):
             return s
         s += 1
@@ -241,6 +265,23 @@ class _Analysis:
                 s += 1
         return s
 
+    def insert_select(self, columns: list[str | None], s: int) -> int:
+        count = len(self.sig)
+        depth = self.depth[s] if s < count else 0
+        position = 0
+        start = s
+        while s < count and self.depth[s] >= depth:
+            at_top = self.depth[s] == depth
+            if at_top and (self.value(s) in (",", ";") or self.upper(s) in _BOUNDARY_WORDS):
+                self.insert_value(columns, position, start, s)
+                if self.value(s) != ",":
+                    return s
+                position += 1
+                start = s + 1
+            s += 1
+        self.insert_value(columns, position, start, s)
+        return s
+
     def insert_value(self, columns: list[str | None], position: int, start: int, end: int) -> None:
         name = columns[position] if position < len(columns) else None
         if name is not None and self.is_sensitive(name):
@@ -259,6 +300,8 @@ class _Analysis:
             left = prev
         count = len(self.sig)
         right = op + 1
+        if right < count and self.upper(right) == "CASE" and self.sensitive_column_in(left, op):
+            self.case_results(right)  # SET password = CASE WHEN … THEN %s ELSE … END
         while right < count:
             value = self.value(right)
             if self.depth[right] < depth or (self.depth[right] == depth and value in (",", ";")):
@@ -275,6 +318,23 @@ class _Analysis:
             self.mark_values(op + 1, right)
         if self.sensitive_column_in(op + 1, right):
             self.mark_values(left, op)
+
+    def case_results(self, case: int) -> None:
+        """The values after THEN and ELSE of the CASE expression starting at ``case`` (not its WHEN conditions)."""
+        count = len(self.sig)
+        depth = self.depth[case]
+        s = case + 1
+        marking = False
+        while s < count and not (self.depth[s] == depth and self.upper(s) == "END"):
+            word = self.upper(s) if self.depth[s] == depth else ""
+            if word in ("THEN", "ELSE"):
+                marking = True
+            elif word == "WHEN":
+                marking = False
+            elif marking and self.is_value(s):
+                self.marked.add(self.sig[s])
+            s += 1
+        self.spend(s - case)
 
     def result(self) -> SqlMask:
         if not self.marked:

@@ -126,7 +126,8 @@ def test_sql_arguments_bound_to_sensitive_columns(harness: TrailHarness) -> None
             ("INSERT INTO tokens (owner, secret) VALUES ($1, $2)", [["o", "s-4"], ["o", "s-5"]]),
         ):
             span = inst.sqlalchemy(statement)
-            store.update(span.get_span_context().span_id, "request", {"args": args})
+            request = {"args": args, **({"executemany": True} if statement.startswith("INSERT INTO tokens") else {})}
+            store.update(span.get_span_context().span_id, "request", request)
     trail = harness.one()
     args = [i["request"]["args"] for i in trail["integrations"]]
     assert args == [
