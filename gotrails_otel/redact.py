@@ -133,6 +133,11 @@ _SQL_CACHE_SIZE = 2048
 _NESTED_MAX = 4  # levels of text inside text (JSON, base64 of JSON, percent-encoding) that are looked into
 _PAYLOAD_KEYS = ("body", "message", "value", "args", "key", "messages", "commands", "replies")
 _SQL_PLACEHOLDER = re.compile(r"\?|%s|\$\d+|:\w+|%\(\w+\)s")
+# A route parameter: {name} / {name:converter} (Starlette, FastAPI), <name> / <converter:name> (Flask, Werkzeug).
+_ROUTE_PARAMETER = re.compile(
+    r"\{(?P<name>[A-Za-z_]\w*)(?::(?P<converter>[^}]*))?\}"
+    r"|<(?:(?P<flask_converter>[A-Za-z_]\w*)(?:\([^)>]*\))?:)?(?P<flask_name>[A-Za-z_]\w*)>"
+)
 _QUOTES = frozenset({'"', "'", "\\"})
 _GRAPHQL_BINDING = re.compile(r"(?<!\w)(?P<argument>[A-Za-z_]\w*)\s*:\s*\$(?P<variable>[A-Za-z_]\w*)")
 _CARD_INT_MIN = 10**12  # the smallest 13-digit number
@@ -229,6 +234,7 @@ class Policy:
         object.__setattr__(self, "_keys", {})  # object keys with nothing to mask in their text -> sensitive
         object.__setattr__(self, "_clean", set())
         object.__setattr__(self, "_clean_statements", set())  # statements with nothing to mask
+        object.__setattr__(self, "_routes", {})  # route template -> its pattern and parameter names
         object.__setattr__(self, "_sql_cache", {})
         object.__setattr__(self, "_nesting", threading.local())
         detectors, custom = _compile(self.patterns)
@@ -341,7 +347,7 @@ class Policy:
         for detector in self._ungated:  # type: ignore[attr-defined]
             if detector.regex.search(text):
                 text = self._detect(detector, text, counts)
-        if "<" in text:
+        if "<" in text and not statement:
             text = self._markup(text, counts)
         if "=" in text or ":" in text:
             if "&" in text and " " not in text and "://" not in text and not statement:
@@ -448,7 +454,13 @@ class Policy:
             if tag.group("empty") or not self.is_sensitive(name.rpartition(":")[2]):
                 continue
             closing = text.find(f"</{name}", position)
-            end = size if closing == -1 else closing
+            if closing != -1:
+                end = closing
+            elif text[-1] == CUT_MARK:
+                end = size  # cut before the element closed: masked to the end
+            else:  # never closed (not XML after all, or HTML): its text up to the next tag
+                following = text.find("<", position)
+                end = size if following == -1 else following
             content = text[position:end]
             if content and content != MASK and content != CUT_MARK:
                 pieces.append(text[last:position])
@@ -586,9 +598,20 @@ class Policy:
         request = trail.get("request")
         if is_http and isinstance(request, dict) and isinstance(request.get("query"), str):
             request["query"] = self._query(request["query"], counts)
+        if is_http and isinstance(request, dict) and isinstance(request.get("path"), str):
+            route = request.get("route")
+            if isinstance(route, str) and ("{" in route or "<" in route):
+                request["path"] = self._path(request["path"], route, counts)
+        route = None
+        if is_http and isinstance(request, dict) and isinstance(request.get("route"), str):
+            route, request["route"] = request["route"], None  # masked below, as a template
         for key in ("request", "response", "metadata"):
             if key in trail:
                 trail[key] = self._walk(trail[key], (key,), depth, counts)
+        if isinstance(route, str) and isinstance(trail.get("request"), dict):
+            # A route is a template from the application's code (/reset/<string:token>), not text to read for pairs
+            # or markup: only secrets that a detector recognises are masked in it.
+            trail["request"]["route"] = self._statement(route, counts)
         if trail.get("errors"):
             trail["errors"] = [self._error(error, ("errors",), depth, counts) for error in trail["errors"]]
         if isinstance(entry, dict) and isinstance(entry.get("name"), str):
@@ -783,6 +806,34 @@ class Policy:
                 if isinstance(error.get(key), str):
                     error[key] = self._driver(error[key], counts)
         return self._walk(error, path, depth, counts)
+
+    def _path(self, path: str, route: str, counts: dict[str, int]) -> str:
+        """The request path with the segments bound to a sensitive route parameter masked: ``/reset/{token}``
+        (FastAPI, Starlette), ``/reset/<token>`` (Flask) — magic links, invitations, password resets."""
+        cache: dict[str, tuple[re.Pattern[str], list[str]]] = self._routes  # type: ignore[attr-defined]
+        compiled = cache.get(route)
+        if compiled is None:
+            compiled = _route_pattern(route)
+            if len(cache) >= _SQL_CACHE_SIZE:
+                cache.clear()
+            cache[route] = compiled
+        pattern, names = compiled
+        if not any(self.is_sensitive(name) for name in names):
+            return path
+        match = pattern.fullmatch(path) or pattern.search(path)  # a mounted app's route may lack the mount prefix
+        if match is None:
+            return path
+        pieces = []
+        last = 0
+        for index, name in enumerate(names):
+            start, end = match.span(f"p{index}")
+            if start < 0 or not self.is_sensitive(name) or path[start:end] == MASK:
+                continue
+            pieces.append(path[last:start])
+            pieces.append(MASK)
+            last = end
+            _redacted(counts, "path_parameter")
+        return "".join(pieces) + path[last:] if pieces else path
 
     def _query(self, query: str, counts: dict[str, int]) -> str:
         return mask_query(query, self.is_sensitive, lambda kind: _redacted(counts, kind), self._masker(counts))
@@ -986,6 +1037,24 @@ def _fold_text(text: str) -> str:
     if _OTHER_DIGIT.search(folded):
         folded = _OTHER_DIGIT.sub(lambda m: str(unicodedata.digit(m.group(), 0)), folded)
     return folded
+
+
+def _route_pattern(route: str) -> tuple[re.Pattern[str], list[str]]:
+    """A route template as a pattern with one group per parameter (``p0``, ``p1``, …), and the parameters' names."""
+    pieces: list[str] = []
+    names: list[str] = []
+    last = 0
+    for match in _ROUTE_PARAMETER.finditer(route):
+        pieces.append(re.escape(route[last : match.start()]))
+        converter = match.group("converter") or match.group("flask_converter") or ""
+        pieces.append(f"(?P<p{len(names)}>{'.+' if converter == 'path' else '[^/]+'})")
+        names.append(match.group("name") or match.group("flask_name"))
+        last = match.end()
+    pieces.append(re.escape(route[last:]))
+    try:
+        return re.compile("".join(pieces) + r"\Z"), names
+    except re.error:  # too many parameters for one expression: masked as a path of unknown shape
+        return re.compile(r"(?P<p0>.+)\Z"), ["path"] if not names else [names[0]]
 
 
 def _unescape(key: str) -> str:

@@ -548,3 +548,23 @@ def test_graphql_variables_bound_to_sensitive_arguments() -> None:
     inline = 'mutation { login(email: "a@b.c", password: "g-pw-2") { token } }'
     out = POLICY.apply({"request": {"body": {"query": inline, "variables": {}}}})["request"]["body"]["query"]
     assert out == 'mutation { login(email: "a@b.c", password: "***") { token } }'
+
+
+# ------------------------------------------------------------------------------------------ path parameters
+
+
+@pytest.mark.parametrize(
+    ("path", "route", "expected"),
+    [
+        ("/reset/rst-7f3a9c", "/reset/{token}", "/reset/***"),  # FastAPI, Starlette
+        ("/v1/magic/mgc-1/confirm", "/v1/magic/<string:auth_code>/confirm", "/v1/magic/***/confirm"),  # Flask
+        ("/users/42/invite/inv-2", "/users/{user_id}/invite/<invite_token>", "/users/42/invite/***"),
+        ("/api/reset/rst-3", "/reset/{token}", "/api/reset/***"),  # a mounted application
+        ("/keys/k-4/rotate", "/keys/{api_key:str}/rotate", "/keys/***/rotate"),
+        ("/users/42/orders/7", "/users/{user_id}/orders/{order_id}", "/users/42/orders/7"),  # nothing sensitive
+        ("/files/a/b/c", "/files/{file_path:path}", "/files/a/b/c"),
+    ],
+)
+def test_path_segments_bound_to_sensitive_route_parameters(path: str, route: str, expected: str) -> None:
+    trail = POLICY.apply({"entry": {"kind": "http"}, "request": {"path": path, "route": route}})
+    assert trail["request"] == {"path": expected, "route": route}
