@@ -560,10 +560,17 @@ REDIS_CREDENTIALS: dict[str, str] = {
     "HELLO": "the username and password after `AUTH`",
     "MIGRATE": "the arguments after `AUTH` / `AUTH2`",
     "ACL SETUSER": "password rules (`>pw`, `<pw`, `#hash`, `!hash`)",
-    "CONFIG SET": "the value of `requirepass`, `masterauth` and the TLS key passphrases",
+    "CONFIG SET, SENTINEL SET, SENTINEL CONFIG SET": "values of password settings (`requirepass`, `masterauth`, "
+    "`auth-pass`, `sentinel-pass`, TLS key passphrases)",
+    "CONFIG GET, ACL GETUSER, ACL LIST, HGETALL, XRANGE, XREAD, …": "replies: values of sensitive fields and settings, "
+    "password rules",
+    "MSET, MSETNX": "values whose key is sensitive",
+    "XADD": "values whose field name is sensitive",
+    "EVAL, EVALSHA, FCALL": "the arguments when one of the keys is sensitive",
     "HSET, HMSET, HSETNX": "values whose field name is sensitive (`HSET user password …`)",
     "HGET, HMGET, HGETDEL": "replies for sensitive field names",
-    "SET, GET, GETSET, SETEX, …": "values and replies of keys whose last `:` segment is sensitive (`user:1:token`)",
+    "any command on a sensitive key": "values and replies of keys with a sensitive segment (`user:1:token`, "
+    "`otp:4711`, `session:…`; MGET by position)",
 }
 """Redis commands whose arguments or replies are masked (arguments are recorded with
 ``GOTRAILS_CAPTURE_CACHE_VALUES=true``; ``AUTH``'s first argument always)."""

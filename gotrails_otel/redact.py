@@ -148,9 +148,18 @@ _SECRET_COMMANDS = frozenset({"AUTH"})
 _CONFIG_SECRETS = frozenset({"requirepass", "masterauth", "tls-key-file-pass", "tls-client-key-file-pass"})
 _HASH_SETS = frozenset({"HSET", "HMSET", "HSETNX"})
 _HASH_GETS = frozenset({"HGET", "HMGET", "HGETDEL"})
-_STRING_COMMANDS = frozenset(
-    {"SET", "SETNX", "SETEX", "PSETEX", "GETSET", "GET", "GETDEL", "GETEX", "APPEND", "SETRANGE", "GETRANGE"}
+_CONFIG_SETS = frozenset({("CONFIG", "SET"), ("SENTINEL", "SET"), ("SENTINEL", "CONFIG")})
+_SCRIPT_COMMANDS = frozenset({"EVAL", "EVALSHA", "EVAL_RO", "EVALSHA_RO", "FCALL", "FCALL_RO"})
+# Commands whose recorded "key" is no key (a subcommand, a host, a script, a protocol version).
+_NOT_A_KEY = frozenset(
+    {"AUTH", "HELLO", "MIGRATE", "ACL", "CONFIG", "SENTINEL", "CLIENT", "SCRIPT", "FUNCTION", "CLUSTER", "COMMAND"}
+    | _SCRIPT_COMMANDS
 )
+# Replies that are field/value pairs.
+_PAIR_REPLIES = frozenset(
+    {"HGETALL", "HRANDFIELD", "XRANGE", "XREVRANGE", "XREAD", "XREADGROUP", "XCLAIM", "XAUTOCLAIM", "XINFO"}
+)
+_ACL_RULE = re.compile(r"(?<!\S)[#>!<]\S+")
 _REDIS_KEY_SEGMENTS = re.compile(r"[:./]")
 # Characters read as their ASCII twins in text (one for one, so that positions hold): full-width forms, digits of
 # other scripts, Unicode spaces, zero-width characters (as "-", a separator inside keys and card numbers) and dashes.
@@ -900,6 +909,8 @@ class Policy:
                 _redacted(counts, "redis_credential")
             secret = set(range(len(args or ())))
         elif args is not None and name in ("HELLO", "MIGRATE"):
+            if name == "HELLO" and sub == "AUTH":  # HELLO AUTH user pw (no protocol version)
+                secret = {0, 1}
             words = [str(a).upper() for a in args]
             for index, word in enumerate(words):
                 if word == "AUTH":
@@ -908,8 +919,9 @@ class Policy:
                     secret |= {index + 1, index + 2}
         elif args is not None and name == "ACL" and sub == "SETUSER":
             secret = {i for i, a in enumerate(args) if isinstance(a, str) and a[:1] in (">", "<", "#", "!")}
-        elif args is not None and name == "CONFIG" and sub == "SET":
-            secret = {i + 1 for i, a in enumerate(args) if isinstance(a, str) and a.lower() in _CONFIG_SECRETS}
+        elif args is not None and (name, sub) in _CONFIG_SETS:
+            # CONFIG SET requirepass …, SENTINEL SET <master> auth-pass …, SENTINEL CONFIG SET sentinel-pass …
+            secret = {i + 1 for i, a in enumerate(args) if isinstance(a, str) and self._config_secret(a)}
         elif args is not None and name in _HASH_SETS:
             secret = {i + 1 for i in range(0, len(args) - 1, 2) if self.is_sensitive(str(args[i]))}
         elif name in _HASH_GETS and args:
@@ -917,18 +929,62 @@ class Policy:
             if reply is not None and any(sensitive) and "value" in reply:
                 reply["value"] = _mask_positions(reply["value"], sensitive)
                 _redacted(counts, "redis_credential")
-        elif (
-            name in _STRING_COMMANDS and isinstance(key, str) and self.is_sensitive(_REDIS_KEY_SEGMENTS.split(key)[-1])
-        ):
-            secret = set(range(len(args or ())))
+        elif args is not None and name in ("MSET", "MSETNX"):  # key v1 k2 v2 …: values by their key
+            secret = {0} if isinstance(key, str) and self._redis_key(key) else set()
+            secret |= {i + 1 for i in range(1, len(args) - 1, 2) if self._redis_key(str(args[i]))}
+        elif args is not None and name == "XADD":  # key [options] id field value …: values by field name
+            fields = _xadd_fields(args)
+            secret = {i + 1 for i in range(fields, len(args) - 1, 2) if self.is_sensitive(str(args[i]))}
+        elif args and name in _SCRIPT_COMMANDS:  # script numkeys key … arg …: the args when a key is sensitive
+            count = int(args[0]) if str(args[0]).isdigit() else 0
+            if any(self._redis_key(str(k)) for k in args[1 : 1 + count]):
+                secret = set(range(1 + count, len(args)))
+        if isinstance(key, str) and name not in _NOT_A_KEY and self._redis_key(key):
+            # Any command on a key naming a secret (user:1:token, session:…, otp:…): its values and its reply.
+            secret |= set(range(len(args or ()))) if name not in _HASH_SETS else set()
             if reply is not None and reply.get("value") is not None:
                 reply["value"] = MASK
                 _redacted(counts, "redis_credential")
+        keys = request.get("keys")
+        if isinstance(keys, list) and reply is not None and "value" in reply:  # MGET user:1:token …
+            sensitive = [isinstance(k, str) and self._redis_key(k) for k in keys]
+            if any(sensitive):
+                reply["value"] = _mask_positions(reply["value"], sensitive)
+                _redacted(counts, "redis_credential")
+        if reply is not None and reply.get("value") is not None:
+            if name in _PAIR_REPLIES or (name, sub) in (("CONFIG", "GET"), ("ACL", "GETUSER")):
+                reply["value"] = self._reply_pairs(reply["value"], counts)  # CONFIG GET *, HGETALL, XRANGE …
+            if name == "ACL" and sub in ("LIST", "GETUSER"):
+                reply["value"] = _acl_rules(reply["value"], counts)  # user bob on #<sha256> ~* +@all
         if args is not None and secret:
             masked = [MASK if i in secret and a is not None else a for i, a in enumerate(args)]
             if masked != args:
                 request["args"] = masked
                 _redacted(counts, "redis_credential")
+
+    def _redis_key(self, key: str) -> bool:
+        """Whether a Redis key names a secret: one of its ``:``/``.``/``/`` segments is a sensitive key."""
+        return any(self._classify(segment) for segment in _REDIS_KEY_SEGMENTS.split(key) if segment)
+
+    def _config_secret(self, name: str) -> bool:
+        return name.lower() in _CONFIG_SECRETS or self.is_sensitive(name)
+
+    def _reply_pairs(self, value: Any, counts: dict[str, int]) -> Any:
+        """A reply of field/value pairs (a flat list: CONFIG GET, HGETALL, ACL GETUSER, stream entries) with the
+        values of sensitive fields masked, at any depth."""
+        if not isinstance(value, list):
+            return value
+        if len(value) >= 2 and len(value) % 2 == 0 and all(isinstance(value[i], str) for i in range(0, len(value), 2)):
+            masked = list(value)
+            for i in range(0, len(value), 2):
+                if self._config_secret(value[i]):
+                    if value[i + 1] is not None and value[i + 1] != MASK:
+                        masked[i + 1] = MASK
+                        _redacted(counts, "redis_credential")
+                else:
+                    masked[i + 1] = self._reply_pairs(value[i + 1], counts)
+            return masked
+        return [self._reply_pairs(item, counts) for item in value]
 
     # --------------------------------------------------------------------------------------- headers
 
@@ -1021,6 +1077,38 @@ def _mask_row(row: Any, sql: SqlMask, original: Any = None) -> Any:
             MASK if (sql.everything or i in sql.positions) and source[i] is not None else v for i, v in enumerate(row)
         ]
     return row
+
+
+def _xadd_fields(args: list[Any]) -> int:
+    """Where the field/value pairs start in XADD's arguments after the key: past NOMKSTREAM, MAXLEN/MINID with their
+    threshold (and LIMIT), and the entry id."""
+    index = 0
+    size = len(args)
+    while index < size:
+        word = str(args[index]).upper()
+        if word == "NOMKSTREAM":
+            index += 1
+        elif word in ("MAXLEN", "MINID"):
+            index += 2
+            if index < size and str(args[index - 1]) in ("=", "~"):
+                index += 1
+            if index + 1 < size and str(args[index]).upper() == "LIMIT":
+                index += 2
+        else:
+            return index + 1  # the id (* or ms-seq)
+    return size
+
+
+def _acl_rules(value: Any, counts: dict[str, int]) -> Any:
+    """ACL rule strings with their password rules masked (``>pw``, ``<pw``, ``#sha256``, ``!sha256``)."""
+    if isinstance(value, str):
+        masked, n = _ACL_RULE.subn(MASK, value)
+        if n:
+            _redacted(counts, "redis_credential", n)
+        return masked
+    if isinstance(value, list):
+        return [_acl_rules(item, counts) for item in value]
+    return value
 
 
 def _mask_positions(value: Any, sensitive: list[bool]) -> Any:

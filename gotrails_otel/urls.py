@@ -29,6 +29,7 @@ _URL_IN_TEXT = re.compile(
     r"""[A-Za-z][A-Za-z0-9+.\-]{0,31}://[^\s"'<>`]+|(?<![:/\w])//[^/\s"'<>`@]{1,256}@[^\s"'<>`]*"""
 )
 _SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]{0,31}://")
+_AUTHORITY_END = re.compile(r"""[/?#\s"'<>`&]""")
 # Percent-encoded structure: { } [ ] " : = & / @ (JSON, a form, a URL inside a value).
 ENCODED = re.compile(r"%(?:7[BbDd]|5[BbDd]|22|3[AaDd]|26|2[Ff]|40|25)")
 
@@ -84,7 +85,29 @@ def mask_url(url: str, is_sensitive: Sensitive = _never, count: Count = _ignore,
         hash_at = url.find("#", question + 1 + len(query))
     if hash_at != -1 and "=" in url[hash_at:]:
         url = url[: hash_at + 1] + mask_query(url[hash_at + 1 :], is_sensitive, count, text)
+    rest = url.find("/", start)
+    if rest != -1 and "://" in url[rest + 1 :]:
+        url = url[: rest + 1] + _inner_userinfo(url[rest + 1 :], count)
     return url
+
+
+def _inner_userinfo(rest: str, count: Count) -> str:
+    """The userinfo of every further URL in the rest of a URL, when it is in no query of its own (a form text:
+    ``a=https://…&b=https://u:pw@…``). Their parameters are pairs the policy masks in the text."""
+    pieces: list[str] = []
+    last = 0
+    for scheme in _SCHEME.finditer(rest):
+        start = scheme.end()
+        end = _AUTHORITY_END.search(rest, start)
+        stop = end.start() if end else len(rest)
+        at = rest.rfind("@", start, stop)
+        if at == -1 or start < last or rest[start:at] in ("REDACTED:REDACTED", "REDACTED", MASK):
+            continue
+        pieces.append(rest[last:start])
+        pieces.append(MASK)
+        last = at
+        count("url_userinfo")
+    return "".join(pieces) + rest[last:] if pieces else rest
 
 
 def mask_query(query: str, is_sensitive: Sensitive = _never, count: Count = _ignore, text: Text | None = None) -> str:
@@ -103,6 +126,12 @@ def mask_query(query: str, is_sensitive: Sensitive = _never, count: Count = _ign
             pieces[index] = f"{key}={MASK}"
             count("url_query")
             changed = True
+        elif "//" in value and (_SCHEME.match(value) or value.startswith("//")):
+            # A URL passed as a parameter without encoding (…?redirect=https://u:pw@host/x)
+            masked_url = mask_url(value, is_sensitive, count, text)
+            if masked_url != value:
+                pieces[index] = f"{key}={masked_url}"
+                changed = True
         elif "%" in value:
             # A URL, JSON or a form passed as a parameter (redirect_uri=https%3A%2F%2Fu%3Apw%40host, state=%7B…%7D).
             masked = mask_encoded(value, text or (lambda inner: _encoded_url(inner, is_sensitive, count)))

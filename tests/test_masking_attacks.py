@@ -568,3 +568,80 @@ def test_graphql_variables_bound_to_sensitive_arguments() -> None:
 def test_path_segments_bound_to_sensitive_route_parameters(path: str, route: str, expected: str) -> None:
     trail = POLICY.apply({"entry": {"kind": "http"}, "request": {"path": path, "route": route}})
     assert trail["request"] == {"path": expected, "route": route}
+
+
+# ---------------------------------------------------------------------------------------------------- Redis
+
+
+def _redis(request: dict[str, Any], response: dict[str, Any] | None = None) -> dict[str, Any]:
+    item = {"type": "cache", "name": "redis", "request": request, "response": response or {}}
+    return dict(POLICY.apply({"integrations": [item]})["integrations"][0])
+
+
+@pytest.mark.parametrize(
+    ("request_", "response", "secret"),
+    [
+        # replies that hold credentials
+        (
+            {"command": "CONFIG", "key": "GET", "args": ["*"]},
+            {"value": ["maxmemory", "0", "requirepass", "r-1"]},
+            "r-1",
+        ),
+        ({"command": "CONFIG", "key": "GET", "args": ["masterauth"]}, {"value": {"masterauth": "r-2"}}, "r-2"),
+        (
+            {"command": "ACL", "key": "GETUSER", "args": ["bob"]},
+            {"value": ["flags", ["on"], "passwords", ["r3" * 32]]},
+            "r3" * 32,
+        ),
+        ({"command": "ACL", "key": "LIST"}, {"value": ["user bob on #" + "r4" * 32 + " ~* +@all"]}, "r4" * 32),
+        ({"command": "HGETALL", "key": "user:1"}, {"value": ["email", "a@b.c", "password", "r-5"]}, "r-5"),
+        (
+            {"command": "XRANGE", "key": "logins", "args": ["-", "+"]},
+            {"value": [["1-0", ["user", "ann", "otp", "r-6"]]]},
+            "r-6",
+        ),
+        # commands whose values are credentials
+        ({"command": "MSET", "key": "user:1:token", "args": ["r-7", "user:1:name", "ann"]}, None, "r-7"),
+        ({"command": "SENTINEL", "key": "SET", "args": ["mymaster", "auth-pass", "r-8"]}, None, "r-8"),
+        ({"command": "SENTINEL", "key": "CONFIG", "args": ["SET", "sentinel-pass", "r-9"]}, None, "r-9"),
+        ({"command": "XADD", "key": "logins", "args": ["MAXLEN", "~", "1000", "*", "password", "r-10"]}, None, "r-10"),
+        (
+            {
+                "command": "EVAL",
+                "key": "return redis.call('SET', KEYS[1], ARGV[1])",
+                "args": ["1", "u:1:api_key", "r-11"],
+            },
+            None,
+            "r-11",
+        ),
+        # any command on a key naming a secret, whichever segment names it
+        ({"command": "SADD", "key": "user:1:tokens", "args": ["r-12"]}, None, "r-12"),
+        ({"command": "GETDEL", "key": "otp:4711"}, {"status": "HIT", "value": "r-13"}, "r-13"),
+        ({"command": "LPOP", "key": "reset_tokens"}, {"status": "HIT", "value": "r-14"}, "r-14"),
+        ({"command": "MGET", "keys": ["user:1:name", "user:1:session"]}, {"value": ["ann", "r-15"]}, "r-15"),
+    ],
+)
+def test_redis_commands_and_replies_holding_credentials(
+    request_: dict[str, Any], response: dict[str, Any] | None, secret: str
+) -> None:
+    item = _redis(request_, response)
+    assert secret not in str(item), item
+    assert "***" in str(item)
+
+
+def test_redis_near_misses() -> None:
+    item = _redis({"command": "HGETALL", "key": "user:1"}, {"value": ["email", "a@b.c", "plan", "pro"]})
+    assert item["response"]["value"] == ["email", "a@b.c", "plan", "pro"]
+    item = _redis({"command": "SET", "key": "payment:pay-1", "args": ["PENDING"]}, {"status": "OK"})
+    assert item["request"]["args"] == ["PENDING"]
+    item = _redis({"command": "LRANGE", "key": "queue", "args": ["0", "-1"]}, {"value": ["password", "x"]})
+    assert item["response"]["value"] == ["password", "x"]  # a list of words, not field/value pairs
+
+
+def test_urls_inside_other_urls_without_encoding() -> None:
+    text = "a=https://u:u-pw-1@h.example/x&b=redis://:u-pw-2@cache&next=https://h/cb?token=u-tok-3"
+    out = masked(text)
+    assert out == "a=https://***@h.example/x&b=redis://***@cache&next=https://h/cb?token=***"
+    assert (
+        masked("see https://h/login?next=https://u:u-pw-4@idp/x ok") == "see https://h/login?next=https://***@idp/x ok"
+    )
