@@ -542,6 +542,31 @@ DRIVER_DUMPS: tuple[DriverDump, ...] = (
         "LINE 1: INSERT INTO users VALUES ('PW-1')\n                                  ^",
     ),
     DriverDump(
+        "postgres_portal",
+        "PostgreSQL's `CONTEXT: unnamed portal parameter $n = '…'` (shown when `log_parameter_max_length_on_error` "
+        "is set)",
+        "portal parameter",
+        r"portal parameter \$\d+ = '(?P<secret>(?:[^'\n]|'')*)",
+        "***",
+        "CONTEXT:  unnamed portal parameter $2 = 'PW-1'",
+    ),
+    DriverDump(
+        "postgres_copy",
+        'PostgreSQL\'s `CONTEXT: COPY t, line n[, column c]: "…"` (the row or value being copied)',
+        "copy ",
+        r"COPY [^,\n]{1,256}, line \d+(?:, column [^:\n]{1,256})?: \"(?P<secret>[^\n]*?)\"?(?m:$)",
+        "***",
+        'CONTEXT:  COPY users, line 1: "a@b.c\tPW-1"',
+    ),
+    DriverDump(
+        "mysql_value",
+        "MySQL's `Incorrect … value: '…' for column`",
+        "incorrect ",
+        r"Incorrect [\w ]{1,64} value: '(?P<secret>.*?)(?:' for column|(?m:$))",
+        "***",
+        "Incorrect integer value: 'PW-1' for column 'age' at row 1",
+    ),
+    DriverDump(
         "mysql_duplicate",
         "MySQL's `Duplicate entry '…' for key`",
         "duplicate entry",

@@ -34,9 +34,9 @@ def _fold_digits(text: str) -> str:
 # ------------------------------------------------------------------------------------------ hostile input
 
 
-def _all_expressions() -> dict[str, re.Pattern[str]]:
-    """Every regular expression the policy, the parsers and the fold run on captured text."""
-    found: dict[str, re.Pattern[str]] = {}
+def _all_expressions() -> dict[str, re.Pattern[Any]]:
+    """Every regular expression the policy, the parsers and the fold run on captured text (or bytes)."""
+    found: dict[str, re.Pattern[Any]] = {}
     for module in (redact, maskrules, urls, sqlmask, fold, body):
         for name, value in vars(module).items():
             if isinstance(value, re.Pattern):
@@ -70,10 +70,12 @@ def test_no_expression_backtracks_on_hostile_text(unit: str) -> None:
     expressions = _all_expressions()
     for filler in _FILLERS:
         text = ((unit + filler) * (50_000 // len(unit + filler) + 1))[:50_000]
+        raw = text.encode()
         for name, expression in expressions.items():
+            subject: Any = raw if isinstance(expression.pattern, bytes) else text
             started = time.perf_counter()
-            expression.match(text)
-            for _ in expression.finditer(text):
+            expression.match(subject)
+            for _ in expression.finditer(subject):
                 pass
             elapsed = time.perf_counter() - started
             assert elapsed < 1.5, f"{name} took {elapsed:.1f} s on {unit!r}+{filler!r}"
@@ -645,3 +647,46 @@ def test_urls_inside_other_urls_without_encoding() -> None:
     assert (
         masked("see https://h/login?next=https://u:u-pw-4@idp/x ok") == "see https://h/login?next=https://***@idp/x ok"
     )
+
+
+# --------------------------------------------------------------------------------------------------- bodies
+
+
+@pytest.mark.parametrize("encoding", ["utf-16", "utf-16-le", "utf-16-be", "utf-32", "utf-32-le", "utf-8-sig"])
+def test_json_in_utf16_or_32_without_a_charset_is_masked_as_json(encoding: str) -> None:
+    raw = json.dumps({"user": "ann", "password": "b-pw-1"}).encode(encoding)
+    value = body.decode_body(raw, "application/json", None, len(raw))
+    assert value == {"user": "ann", "password": "b-pw-1"}
+    assert POLICY.apply({"request": {"body": value}})["request"]["body"]["password"] == "***"
+    cut = body.decode_body(raw[: len(raw) * 3 // 4], "application/json", None, len(raw))
+    assert "b-pw-1" not in str(POLICY.apply({"request": {"body": cut}}))
+
+
+def test_text_with_nul_characters_is_binary() -> None:
+    raw = "password=b-pw-2".encode("utf-16-le")
+    value = body.decode_body(raw, "text/plain; charset=utf-8", None, len(raw))
+    assert "$binary" in value
+
+
+def test_multipart_extended_and_missing_names() -> None:
+    raw = (
+        b"--B\r\nContent-Disposition: form-data; name*=UTF-8''pass%77ord\r\n\r\nb-pw-3\r\n"
+        b"--B\r\nContent-Disposition: form-data\r\n\r\nb-pw-4\r\n--B--\r\n"
+    )
+    value = body.decode_body(raw, "multipart/form-data; boundary=B", None, len(raw))
+    assert value == {"password": "b-pw-3", "": {"size": 6}}
+    assert "b-pw" not in str(POLICY.apply({"request": {"body": value}}))
+
+
+@pytest.mark.parametrize(
+    ("message", "secret"),
+    [
+        ("invalid input syntax for type integer: \"x\"\nCONTEXT:  unnamed portal parameter $2 = 'd-pw-1'", "d-pw-1"),
+        ('invalid input syntax for type integer: "x"\nCONTEXT:  COPY users, line 1: "a@b.c\td-pw-2\tx"', "d-pw-2"),
+        ("(1366, \"Incorrect integer value: 'd-pw-3' for column 'age' at row 1\")", "d-pw-3"),
+    ],
+)
+def test_driver_messages_echoing_values(message: str, secret: str) -> None:
+    trail = POLICY.apply({"errors": [{"source": "db", "message": message}]})
+    assert secret not in trail["errors"][0]["message"]
+    assert trail["redacted"]["driver_message"] >= 1
