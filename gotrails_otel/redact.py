@@ -895,7 +895,22 @@ class Policy:
 
     def _mask_command(self, request: dict[str, Any], reply: dict[str, Any] | None, counts: dict[str, int]) -> None:
         name = request.get("command")
-        if not isinstance(name, str) or " " in name:  # a pipeline's summary: its commands are masked one by one
+        if not isinstance(name, str) or "commands" in request:  # a pipeline: its commands are masked one by one
+            return
+        if " " in name.strip():
+            # redis-py sends some commands as one two-word name ("CONFIG SET", "ACL SETUSER"): the recorded key is
+            # then the first argument. Masked as CONFIG / SET / [key, *args], and written back.
+            command, subcommand = name.split(None, 1)
+            rest = request.get("args")
+            flat = {
+                "command": command,
+                "key": subcommand.strip(),
+                "args": [request.get("key"), *(rest if isinstance(rest, list) else ())],
+            }
+            self._mask_command(flat, reply, counts)
+            request["key"] = flat["args"][0]
+            if isinstance(rest, list):
+                request["args"] = flat["args"][1:]
             return
         name = name.upper()
         args = request.get("args")

@@ -621,6 +621,10 @@ def _redis(request: dict[str, Any], response: dict[str, Any] | None = None) -> d
         ({"command": "GETDEL", "key": "otp:4711"}, {"status": "HIT", "value": "r-13"}, "r-13"),
         ({"command": "LPOP", "key": "reset_tokens"}, {"status": "HIT", "value": "r-14"}, "r-14"),
         ({"command": "MGET", "keys": ["user:1:name", "user:1:session"]}, {"value": ["ann", "r-15"]}, "r-15"),
+        # redis-py sends these as one two-word command name, the first argument recorded as the key
+        ({"command": "CONFIG SET", "key": "masterauth", "args": ["r-16"]}, {"status": "OK"}, "r-16"),
+        ({"command": "ACL SETUSER", "key": "bob", "args": ["on", ">r-17", "~*"]}, {"status": "OK"}, "r-17"),
+        ({"command": "ACL LIST", "key": None}, {"value": ["user bob on >r-18 ~*"]}, "r-18"),
     ],
 )
 def test_redis_commands_and_replies_holding_credentials(
