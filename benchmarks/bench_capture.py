@@ -188,6 +188,169 @@ def main() -> None:
     except BaseException as exc:
         print(f"{'kafka produce':34} skipped: {exc}")
 
+    second_wave(calls)
+
+
+def second_wave(calls: int) -> None:
+    """requests, aiohttp, Django, the DB-API drivers, Celery and confluent-kafka."""
+    import asyncio
+    import sqlite3
+    from urllib.parse import urlsplit
+
+    import requests
+    from starlette.applications import Starlette
+    from starlette.responses import JSONResponse
+    from starlette.routing import Route
+
+    from tests.services import ThreadServer, kafka_broker, postgres_server, redis_server
+
+    async def echo(request: Any) -> JSONResponse:
+        return JSONResponse(await request.json())
+
+    server = ThreadServer(Starlette(routes=[Route("/echo", echo, methods=["POST"])]), "asgi")
+    payload = {"order_id": "ord-1", "amount": 150000}
+
+    def requests_call() -> Callable[[], Any]:
+        session = requests.Session()
+        return lambda: session.post(f"{server.url}/echo", json=payload, timeout=5)
+
+    compare("requests POST (JSON both ways)", ["requests", "urllib3"], requests_call, calls)
+
+    sessions: list[tuple[Any, Any]] = []
+
+    def aiohttp_call() -> Callable[[], Any]:
+        import aiohttp
+
+        loop = asyncio.new_event_loop()
+        session = loop.run_until_complete(_aiohttp_session(aiohttp))
+        sessions.append((loop, session))
+
+        async def post() -> Any:
+            async with session.post(f"{server.url}/echo", json=payload) as response:
+                return await response.json()
+
+        return lambda: loop.run_until_complete(post())
+
+    compare("aiohttp client POST (JSON)", ["aiohttp-client"], aiohttp_call, calls)
+    for loop, session in sessions:
+        loop.run_until_complete(session.close())
+        loop.close()
+    server.close()
+
+    def django_call() -> Callable[[], Any]:
+        import httpx
+        from django.core.handlers.wsgi import WSGIHandler
+
+        app = ThreadServer(WSGIHandler(), "wsgi")  # built after instrument(): the middleware list is read now
+        client = httpx.Client()
+        return lambda: client.post(f"{app.url}/echo", json=payload)
+
+    _configure_django()
+    compare("Django view (JSON, werkzeug)", ["django"], django_call, calls)
+
+    def sqlite3_call() -> Callable[[], Any]:
+        cursor = sqlite3.connect(":memory:", check_same_thread=False).cursor()
+        cursor.execute("CREATE TABLE t (id INTEGER, name TEXT)")
+        return lambda: cursor.execute("INSERT INTO t (id, name) VALUES (?, ?)", (1, "x"))
+
+    compare("sqlite3 insert (DB-API)", ["sqlite3"], sqlite3_call, calls)
+
+    try:
+        with postgres_server() as pg:
+            port = urlsplit(pg.url).port
+            dsn = f"host=127.0.0.1 port={port} user=postgres dbname=postgres"
+            import psycopg
+            import psycopg2
+
+            with psycopg.connect(dsn, autocommit=True) as setup:
+                setup.execute("CREATE TABLE IF NOT EXISTS t (id INTEGER, name TEXT)")
+
+            def psycopg_call() -> Callable[[], Any]:
+                cursor = psycopg.connect(dsn, autocommit=True).cursor()
+                return lambda: cursor.execute("INSERT INTO t (id, name) VALUES (%s, %s)", (1, "x"))
+
+            compare("psycopg 3 insert (PostgreSQL)", ["psycopg"], psycopg_call, calls)
+
+            def psycopg2_call() -> Callable[[], Any]:
+                conn = psycopg2.connect(dsn)
+                conn.autocommit = True
+                cursor = conn.cursor()
+                return lambda: cursor.execute("INSERT INTO t (id, name) VALUES (%s, %s)", (1, "x"))
+
+            compare("psycopg2 insert (PostgreSQL)", ["psycopg2"], psycopg2_call, calls)
+
+            def asyncpg_call() -> Callable[[], Any]:
+                import asyncpg
+
+                loop = asyncio.new_event_loop()
+                conn = loop.run_until_complete(asyncpg.connect(host="127.0.0.1", port=port, user="postgres"))
+                insert = "INSERT INTO t (id, name) VALUES ($1, $2)"
+                return lambda: loop.run_until_complete(conn.execute(insert, 1, "x"))
+
+            compare("asyncpg insert (PostgreSQL)", ["asyncpg"], asyncpg_call, calls)
+    except BaseException as exc:
+        print(f"{'PostgreSQL drivers':34} skipped: {exc}")
+
+    try:
+        with redis_server() as service:
+            from celery import Celery
+
+            app = Celery("bench", broker=service.url)
+
+            @app.task(name="bench.charge")
+            def charge(order_id: str, amount: int) -> None: ...
+
+            def celery_call() -> Callable[[], Any]:
+                return lambda: charge.apply_async(args=["ord-1", 150000])
+
+            compare("Celery apply_async (Redis broker)", ["celery"], celery_call, calls)
+    except BaseException as exc:
+        print(f"{'Celery apply_async':34} skipped: {exc}")
+
+    try:
+        with kafka_broker() as broker:
+            import confluent_kafka
+
+            def confluent_call() -> Callable[[], Any]:
+                producer = confluent_kafka.Producer({"bootstrap.servers": broker.url, "linger.ms": 0})
+
+                def produce() -> None:
+                    producer.produce("bench", key=b"k", value=b'{"a": 1}')
+                    producer.flush(10)
+
+                return produce
+
+            compare("confluent-kafka produce (acked)", ["confluent_kafka"], confluent_call, max(calls // 5, 10))
+    except BaseException as exc:
+        print(f"{'confluent-kafka produce':34} skipped: {exc}")
+
+
+async def _aiohttp_session(aiohttp: Any) -> Any:
+    return aiohttp.ClientSession()
+
+
+def _configure_django() -> None:
+    """A one-view Django project in this process (settings in code)."""
+    import json
+    import sys
+    import types
+
+    import django
+    from django.conf import settings
+    from django.http import JsonResponse
+    from django.urls import path
+    from django.views.decorators.csrf import csrf_exempt
+
+    @csrf_exempt
+    def echo(request: Any) -> Any:
+        return JsonResponse(json.loads(request.body))
+
+    urls = types.ModuleType("bench_urls")
+    urls.urlpatterns = [path("echo", echo)]  # type: ignore[attr-defined]
+    sys.modules["bench_urls"] = urls
+    settings.configure(DEBUG=False, SECRET_KEY="bench", ALLOWED_HOSTS=["127.0.0.1"], ROOT_URLCONF="bench_urls")
+    django.setup()
+
 
 if __name__ == "__main__":
     main()

@@ -1,39 +1,63 @@
 """Side-by-side cost of gotrails against the OTel SDK's own processors, in one process, as ratios.
 
-    python benchmarks/bench_core.py            # full run (about half a minute)
+    python benchmarks/bench_core.py            # full run (about a minute of CPU)
     python benchmarks/bench_core.py --quick    # smaller counts, for a smoke check
 
-Part 1 - span throughput for the same request shape (one SERVER root, 9 children: steps, DB, cache, HTTP):
-  * no processor at all;
-  * SimpleSpanProcessor with an exporter that does nothing;
-  * TrailProcessor with a trail exporter that does nothing: on the request path only (the flush thread held back
-    while the round is timed), and with the flush thread live (all work, including the fold, on two threads).
-Part 2 - fold + mask + serialise time per trail of 10, 100 and 1000 spans.
-Part 3 - the masking policy per KiB of JSON body, and its share of the per-request cost.
-Each figure is the best of several rounds (least disturbed by the machine), as microseconds.
+Part 1 - a realistic request: the 8 spans the FastAPI service of ``bench_service.py`` produces per request (server
+  span, ASGI receive/send, two SQLAlchemy statements, a Redis SET, an httpx POST) with the same attributes, and,
+  where gotrails is on, its capture hooks called as the instrumentations call them, on the same payloads: a 1 KiB
+  JSON request body and a 1 KiB response body, request and response headers, SQL statements with their arguments,
+  the Redis command, and the httpx call with its JSON bodies both ways. Setups: no OpenTelemetry (the API's no-op
+  provider), the SDK with a BatchSpanProcessor and a null exporter, and the same plus gotrails (request path only,
+  with the flush thread held back; and all work, with the flush thread live).
+Part 2 - the same with empty spans (one SERVER root, 9 children: steps, DB, cache, HTTP; no payloads).
+Part 3 - fold + mask + serialise per trail: the realistic trail (and each stage of it), and 10, 100 and 1000 empty
+  spans.
+Part 4 - the masking policy per KiB of JSON body.
+
+Every figure is CPU time of this process read from the OS (``time.process_time``, which counts every thread:
+the SDK's export thread and gotrails' flush thread too), so other load on the machine does not count. Setups run in
+interleaved rounds; each figure is the median over rounds, with the spread (min-max) where it is shown.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import statistics
+import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
+import httpx
 import orjson
+from opentelemetry import trace
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor, SpanExporter, SpanExportResult
 from opentelemetry.trace import SpanKind
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from payloads import GATEWAY_ANSWER, payment_request, payment_response
+
 from gotrails_otel import TrailConfig, TrailProcessor
+from gotrails_otel import processor as processor_module
 from gotrails_otel._json import dumps
 from gotrails_otel.fold import FoldInput, fold
+from gotrails_otel.hooks import asgi as asgi_hooks
+from gotrails_otel.hooks import httpx as httpx_hooks
+from gotrails_otel.hooks import redis as redis_hooks
+from gotrails_otel.hooks import sqlalchemy as sqlalchemy_hooks
 from gotrails_otel.processor import _SpanRecord
 
 RESOURCE = Resource.create({"service.name": "bench"})
 SPANS_PER_REQUEST = 10
+HELD_CHUNK = 100
 
 
 class NullSpanExporter(SpanExporter):
@@ -62,8 +86,306 @@ class NullTrailExporter:
         return None
 
 
+def cpu_us(fn: Callable[[], object], count: int) -> float:
+    """CPU microseconds (every thread of this process) per item for ``fn()``, which handles ``count`` items."""
+    start = time.process_time()
+    fn()
+    return (time.process_time() - start) * 1e6 / count
+
+
+def spread(values: Sequence[float], fmt: str = ".1f") -> str:
+    if len(values) == 1:
+        return format(values[0], fmt)
+    return f"{format(statistics.median(values), fmt)} [{format(min(values), fmt)}-{format(max(values), fmt)}]"
+
+
+# ------------------------------------------------------------------------------------------- realistic request
+
+
+class Service:
+    """One request of the FastAPI payment service, span by span, with gotrails' hooks when ``hooks`` is set.
+
+    The spans carry the attributes the contrib instrumentations set (old semantic conventions, as by default); the
+    hooks are gotrails' own functions, called with the objects the libraries hand them (an ASGI message, the
+    SQLAlchemy execution context, the redis-py command, httpx ``Request``/``Response`` objects).
+    """
+
+    DB = "/srv/payments/service.db"
+    PORT = 8000
+    UPSTREAM = "http://127.0.0.1:9001/v2/charge"
+
+    def __init__(self, provider: trace.TracerProvider, hooks: bool) -> None:
+        self.server = provider.get_tracer("opentelemetry.instrumentation.fastapi")
+        self.db = provider.get_tracer("opentelemetry.instrumentation.sqlalchemy")
+        self.cache = provider.get_tracer("opentelemetry.instrumentation.redis")
+        self.http = provider.get_tracer("opentelemetry.instrumentation.httpx")
+        self.hooks = hooks
+        self.number = 0
+
+    def __call__(self) -> None:
+        self.number += 1
+        n = self.number
+        body = payment_request(n)
+        payment_id = f"pay-{n:07d}"
+        answer = payment_response(n, payment_id)
+        host = f"127.0.0.1:{self.PORT}"
+        scope = {
+            "type": "http",
+            "method": "POST",
+            "path": "/v1/payments",
+            "query_string": b"",
+            "headers": [
+                (b"host", host.encode()),
+                (b"user-agent", b"gotrails-bench/1"),
+                (b"accept", b"application/json"),
+                (b"authorization", b"Bearer bench-token-%d" % n),
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+            ],
+        }
+        exchange = asgi_hooks._Exchange(scope) if self.hooks else None
+        attributes = {
+            "http.scheme": "http",
+            "http.host": host,
+            "net.host.port": self.PORT,
+            "http.flavor": "1.1",
+            "http.target": "/v1/payments",
+            "http.url": f"http://{host}/v1/payments",
+            "http.method": "POST",
+            "http.server_name": host,
+            "http.user_agent": "gotrails-bench/1",
+            "net.peer.ip": "127.0.0.1",
+            "net.peer.port": 40000 + n % 1000,
+        }
+        with self.server.start_as_current_span(
+            "POST /v1/payments", kind=SpanKind.SERVER, attributes=attributes
+        ) as root:
+            with self.server.start_as_current_span(
+                "POST /v1/payments http receive", attributes={"asgi.event.type": "http.request"}
+            ):
+                if exchange is not None:
+                    exchange._on_receive({"type": "http.request", "body": body, "more_body": False})
+            self._sql("SELECT", "SELECT id, name, email, tier FROM customers WHERE id = ?", (f"cus-{n % 100:04d}",), -1)
+            self._sql(
+                "INSERT",
+                "INSERT INTO payments (id, customer_id, amount, currency, method, status) VALUES (?, ?, ?, ?, ?, ?)",
+                (payment_id, f"cus-{n % 100:04d}", 150_000 + n % 1000, "IDR", "card", "PENDING"),
+                1,
+            )
+            self._redis_set(f"payment:{payment_id}")
+            self._charge(n, payment_id)
+            root.set_attribute("http.route", "/v1/payments")
+            with self.server.start_as_current_span(
+                "POST /v1/payments http send",
+                attributes={"asgi.event.type": "http.response.start", "http.status_code": 201},
+            ):
+                if exchange is not None:
+                    headers = [(b"content-length", str(len(answer)).encode()), (b"content-type", b"application/json")]
+                    exchange._on_send({"type": "http.response.start", "status": 201, "headers": headers})
+            with self.server.start_as_current_span(
+                "POST /v1/payments http send", attributes={"asgi.event.type": "http.response.body"}
+            ):
+                if exchange is not None:
+                    exchange._on_send({"type": "http.response.body", "body": answer})
+            root.set_attribute("http.status_code", 201)
+        if exchange is not None:
+            exchange.done()  # the app returned: the ASGI wrapper releases the trail
+
+    def _sql(self, operation: str, statement: str, parameters: tuple[Any, ...], rowcount: int) -> None:
+        attributes = {
+            "db.name": self.DB,
+            "db.statement": statement,
+            "db.system": "sqlite",
+            "db.operation": f"{operation} {self.DB}",
+        }
+        with self.db.start_as_current_span(
+            f"{operation} {self.DB}", kind=SpanKind.CLIENT, attributes=attributes
+        ) as span:
+            if self.hooks:
+                context = SimpleNamespace(_otel_span=span)
+                cursor = SimpleNamespace(rowcount=rowcount)
+                sqlalchemy_hooks._after_cursor_execute(None, cursor, statement, parameters, context, False)
+
+    def _redis_set(self, key: str) -> None:
+        attributes = {
+            "db.statement": "SET ? ? ? ?",
+            "db.redis.args_length": 5,
+            "db.system": "redis",
+            "db.redis.database_index": 0,
+            "net.peer.name": "127.0.0.1",
+            "net.peer.port": 6379,
+            "net.transport": "ip_tcp",
+        }
+        with self.cache.start_as_current_span("SET", kind=SpanKind.CLIENT, attributes=attributes) as span:
+            if self.hooks:
+                redis_hooks.request_hook(span, None, ("SET", key, "PENDING", "EX", 3600), {})
+                redis_hooks.response_hook(span, None, True)
+
+    def _charge(self, n: int, payment_id: str) -> None:
+        request = httpx.Request(
+            "POST",
+            self.UPSTREAM,
+            json={"order_id": f"ord-{n:08d}", "payment_id": payment_id, "gross_amount": 150_000 + n % 1000},
+            headers={
+                "accept": "*/*",
+                "accept-encoding": "gzip, deflate",
+                "user-agent": "python-httpx/0.28.1",
+                "authorization": "Basic ZGVtby1zZXJ2ZXIta2V5Og==",
+            },
+        )
+        response = None
+        attributes = {"http.method": "POST", "http.url": self.UPSTREAM}
+        with self.http.start_as_current_span("POST", kind=SpanKind.CLIENT, attributes=attributes) as span:
+            if self.hooks:
+                httpx_hooks.request_hook(span, request)
+            response = httpx.Response(
+                200,
+                content=GATEWAY_ANSWER,
+                headers={"content-type": "application/json", "content-length": str(len(GATEWAY_ANSWER))},
+                request=request,
+            )
+            span.set_attribute("http.status_code", 200)
+            if self.hooks:
+                httpx_hooks.response_hook(span, request, response)
+        if self.hooks:
+            httpx_hooks._after_send(request, response, False)  # Client.send returns: the response body
+
+
+@contextlib.contextmanager
+def httpx_send_wrapper() -> Iterator[None]:
+    """gotrails' ``httpx.Client.send`` wrapper installed, as in a real setup (its request hook then holds the trail
+    until the response body is recorded)."""
+    httpx_hooks.install()
+    try:
+        yield
+    finally:
+        httpx_hooks.uninstall()
+
+
+def realistic(requests: int, rounds: int) -> dict[str, list[float]]:
+    """CPU microseconds per realistic request, per setup, one value per round (setups interleaved)."""
+    labels = {
+        "noop": "no OpenTelemetry (no-op tracer provider)",
+        "sdk": "OTel SDK + BatchSpanProcessor (null exporter)",
+        "held": "the same + gotrails, request path (flush thread held)",
+        "live": "the same + gotrails, all work (flush thread live)",
+    }
+    results: dict[str, list[float]] = {label: [] for label in labels.values()}
+
+    def run(setup: str) -> float:
+        if setup == "noop":
+            service = Service(trace.NoOpTracerProvider(), hooks=False)
+            return cpu_us(lambda: [service() for _ in range(requests)], requests)
+        provider = TracerProvider(resource=RESOURCE)
+        batch = BatchSpanProcessor(NullSpanExporter(), max_queue_size=requests * 10)  # never full: no span dropped
+        provider.add_span_processor(batch)
+        if setup == "sdk":
+            service = Service(provider, hooks=False)
+            try:
+                return cpu_us(lambda: ([service() for _ in range(requests)], batch.force_flush()), requests)
+            finally:
+                provider.shutdown()
+        exporter = NullTrailExporter()
+        trails = TrailProcessor(exporter, TrailConfig(max_trails=requests * 2))
+        provider.add_span_processor(trails)
+        service = Service(provider, hooks=True)
+        try:
+            if setup == "held":
+                # The flush thread waits while a chunk of requests is timed, then drains (untimed): trails are held
+                # only for one chunk, so that the garbage collector does not walk thousands of them.
+                total = 0.0
+                for _ in range(requests // HELD_CHUNK):
+                    exporter.gate.clear()
+                    try:
+                        total += cpu_us(lambda: ([service() for _ in range(HELD_CHUNK)], batch.force_flush()), 1)
+                    finally:
+                        exporter.gate.set()
+                        trails.force_flush()
+                return total / (requests // HELD_CHUNK * HELD_CHUNK)
+            return cpu_us(
+                lambda: ([service() for _ in range(requests)], batch.force_flush(), trails.force_flush()), requests
+            )
+        finally:
+            provider.shutdown()
+            expected = requests // HELD_CHUNK * HELD_CHUNK if setup == "held" else requests
+            if exporter.count != expected:
+                raise SystemExit(f"expected {expected} trails, got {exporter.count}")
+
+    setups = list(labels)
+    with httpx_send_wrapper():
+        Service(trace.NoOpTracerProvider(), hooks=False)()  # imports and caches outside the timing
+        for number in range(rounds):
+            shift = number % len(setups)
+            for setup in setups[shift:] + setups[:shift]:
+                results[labels[setup]].append(run(setup))
+    return results
+
+
+def realistic_fold_input() -> FoldInput:
+    """The FoldInput of one realistic request, as the processor hands it to the fold (bodies still undecoded)."""
+    seen: list[FoldInput] = []
+    real_fold = processor_module.fold
+
+    def keep(data: FoldInput) -> dict[str, Any]:
+        seen.append(data)
+        return real_fold(data)
+
+    provider = TracerProvider(resource=RESOURCE)
+    trails = TrailProcessor(NullTrailExporter(), TrailConfig())
+    provider.add_span_processor(trails)
+    processor_module.fold = keep  # type: ignore[attr-defined]
+    try:
+        with httpx_send_wrapper():
+            Service(provider, hooks=True)()
+        trails.force_flush()
+    finally:
+        processor_module.fold = real_fold  # type: ignore[attr-defined]
+        provider.shutdown()
+    (data,) = seen
+    return data
+
+
+def realistic_fold_cost(rounds: int, repeat: int) -> dict[str, list[float]]:
+    """CPU microseconds per realistic trail for each stage of the flush: fold, mask and limit, serialise."""
+    data = realistic_fold_input()
+    policy = TrailConfig().policy()
+    results: dict[str, list[float]] = {"fold": [], "mask and limit": [], "serialise": [], "all three": []}
+    clock = time.thread_time
+    for _ in range(rounds):
+        # Stage by stage on one trail at a time (so that no stage pays for collecting the garbage of a batch).
+        spent = [0.0, 0.0, 0.0]
+        for _ in range(repeat):
+            start = clock()
+            doc = fold(data)
+            folded = clock()
+            policy.apply(doc)
+            masked = clock()
+            dumps(doc)
+            spent[0] += folded - start
+            spent[1] += masked - folded
+            spent[2] += clock() - masked
+        start = clock()
+        for _ in range(repeat):
+            dumps(policy.apply(fold(data)))
+        end = clock()
+        results["fold"].append(spent[0] * 1e6 / repeat)
+        results["mask and limit"].append(spent[1] * 1e6 / repeat)
+        results["serialise"].append(spent[2] * 1e6 / repeat)
+        results["all three"].append((end - start) * 1e6 / repeat)
+    return results
+
+
+def realistic_trail_size() -> tuple[int, int]:
+    data = realistic_fold_input()
+    trail = TrailConfig().policy().apply(fold(data))
+    return len(dumps(trail)), 1 + len(data.spans)
+
+
+# ---------------------------------------------------------------------------------------------- empty spans
+
+
 def request(provider: TracerProvider, children: int = SPANS_PER_REQUEST - 1) -> None:
-    """One request shaped like the instrumentations emit it."""
+    """One request shaped like the instrumentations emit it, without payloads."""
     server = provider.get_tracer("opentelemetry.instrumentation.fastapi")
     app = provider.get_tracer("app")
     db = provider.get_tracer("opentelemetry.instrumentation.sqlalchemy")
@@ -107,39 +429,25 @@ def request(provider: TracerProvider, children: int = SPANS_PER_REQUEST - 1) -> 
                     pass
 
 
-def best_of(rounds: int, fn: Callable[[], float]) -> float:
-    return min(fn() for _ in range(rounds))
-
-
-def throughput(requests: int, rounds: int) -> dict[str, float]:
-    """Microseconds per span for each setup, on the request path."""
-    results: dict[str, float] = {}
+def throughput(requests: int, rounds: int) -> dict[str, list[float]]:
+    """CPU microseconds per empty span for each setup, one value per round (setups interleaved)."""
+    spans = requests * SPANS_PER_REQUEST
 
     def timed(provider: TracerProvider, drain: Callable[[], object] | None = None) -> float:
-        """Microseconds per span for ``requests`` requests; ``drain`` (timed too) waits for background work."""
-        start = time.perf_counter()
-        for _ in range(requests):
-            request(provider)
-        if drain is not None:
-            drain()
-        return (time.perf_counter() - start) * 1e6 / (requests * SPANS_PER_REQUEST)
+        def work() -> None:
+            for _ in range(requests):
+                request(provider)
+            if drain is not None:
+                drain()
+
+        return cpu_us(work, spans)
 
     bare = TracerProvider(resource=RESOURCE)
-    results["no processor"] = best_of(rounds, lambda: timed(bare))
-
     simple = TracerProvider(resource=RESOURCE)
     simple.add_span_processor(SimpleSpanProcessor(NullSpanExporter()))
-    results["SimpleSpanProcessor + null exporter"] = best_of(rounds, lambda: timed(simple))
-
-    batch_processor = BatchSpanProcessor(NullSpanExporter())
+    batch_processor = BatchSpanProcessor(NullSpanExporter(), max_queue_size=spans)  # never full: no span dropped
     batch = TracerProvider(resource=RESOURCE)
     batch.add_span_processor(batch_processor)
-
-    results["BatchSpanProcessor + null exporter (export thread live)"] = best_of(
-        rounds, lambda: timed(batch, batch_processor.force_flush)
-    )
-    batch_processor.shutdown()
-
     exporter = NullTrailExporter()
     trails = TrailProcessor(exporter, TrailConfig(max_trails=requests * 2))
     gotrails = TracerProvider(resource=RESOURCE)
@@ -154,20 +462,29 @@ def throughput(requests: int, rounds: int) -> dict[str, float]:
             exporter.gate.set()
             trails.force_flush()
 
-    results["TrailProcessor (request path, flush thread held)"] = best_of(rounds, held_back)
-
-    results["TrailProcessor + null trail exporter (flush thread live)"] = best_of(
-        rounds, lambda: timed(gotrails, trails.force_flush)
-    )
+    setups: dict[str, Callable[[], float]] = {
+        "no processor": lambda: timed(bare),
+        "SimpleSpanProcessor + null exporter": lambda: timed(simple),
+        "BatchSpanProcessor + null exporter (export thread live)": lambda: timed(batch, batch_processor.force_flush),
+        "TrailProcessor (request path, flush thread held)": held_back,
+        "TrailProcessor + null trail exporter (flush thread live)": lambda: timed(gotrails, trails.force_flush),
+    }
+    results: dict[str, list[float]] = {name: [] for name in setups}
+    names = list(setups)
+    for number in range(rounds):
+        shift = number % len(names)
+        for name in names[shift:] + names[:shift]:
+            results[name].append(setups[name]())
+    batch_processor.shutdown()
     trails.shutdown()
     assert exporter.count == requests * rounds * 2, exporter.count
     return results
 
 
-def fold_cost(sizes: Sequence[int], rounds: int) -> dict[int, float]:
-    """Microseconds to fold, mask and serialise one trail of ``size`` spans (what the flush thread does)."""
+def fold_cost(sizes: Sequence[int], rounds: int) -> dict[int, list[float]]:
+    """CPU microseconds to fold, mask and serialise one trail of ``size`` empty spans."""
     policy = TrailConfig().policy()
-    results: dict[int, float] = {}
+    results: dict[int, list[float]] = {}
     for size in sizes:
         captured: list[Any] = []
 
@@ -192,12 +509,12 @@ def fold_cost(sizes: Sequence[int], rounds: int) -> dict[int, float]:
         repeat = max(3, 2000 // size)
 
         def once(data: FoldInput = data, repeat: int = repeat) -> float:
-            start = time.perf_counter()
+            start = time.thread_time()
             for _ in range(repeat):
                 dumps(policy.apply(fold(data)))
-            return (time.perf_counter() - start) * 1e6 / repeat
+            return (time.thread_time() - start) * 1e6 / repeat
 
-        results[size] = best_of(rounds, once)
+        results[size] = [once() for _ in range(rounds)]
     return results
 
 
@@ -208,6 +525,9 @@ class _Recorder(SimpleSpanProcessor):
 
     def on_end(self, span: ReadableSpan) -> None:
         self._sink.append(span)
+
+
+# ------------------------------------------------------------------------------------------------- masking
 
 
 def json_body(kib: int) -> dict[str, Any]:
@@ -226,23 +546,26 @@ def json_body(kib: int) -> dict[str, Any]:
     return {"orders": items}
 
 
-def masking_cost(rounds: int) -> dict[int, float]:
-    """Microseconds per KiB to mask and limit a trail whose request body is a JSON document of that size."""
+def masking_cost(rounds: int) -> dict[int, list[float]]:
+    """CPU microseconds per KiB to mask and limit a trail whose request body is a JSON document of that size."""
     policy = TrailConfig().policy()
-    results: dict[int, float] = {}
+    results: dict[int, list[float]] = {}
     for kib in (1, 16, 64):
         template = orjson.dumps({"entry": {"kind": "http"}, "request": {"body": json_body(kib), "headers": {}}})
         repeat = max(5, 400 // kib)
 
         def once(template: bytes = template, repeat: int = repeat) -> float:
             docs = [orjson.loads(template) for _ in range(repeat)]  # fresh copies, outside the timing
-            start = time.perf_counter()
+            start = time.thread_time()
             for doc in docs:
                 policy.apply(doc)
-            return (time.perf_counter() - start) * 1e6 / repeat
+            return (time.thread_time() - start) * 1e6 / repeat
 
-        results[kib] = best_of(rounds, once) / kib
+        results[kib] = [once() / kib for _ in range(rounds)]
     return results
+
+
+# ---------------------------------------------------------------------------------------------------- main
 
 
 def main() -> None:
@@ -250,43 +573,56 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="smaller counts")
     args = parser.parse_args()
     requests, rounds = (300, 3) if args.quick else (2000, 7)
+    med = statistics.median
+
+    real = realistic(requests, rounds)
+    size, span_count = realistic_trail_size()
+    print(
+        f"Realistic request ({span_count} spans, trail of {size:,} bytes), {requests} requests x {rounds} rounds; "
+        "CPU us per request, median [min-max]"
+    )
+    for name, values in real.items():
+        print(f"{name:56} {spread(values, '.0f'):>22}")
+    noop, sdk, held, live = (med(v) for v in real.values())
+    print(
+        f"gotrails adds {live - sdk:.0f} us per request ({held - sdk:.0f} us of it on the request path): "
+        f"{(live - sdk) / (sdk - noop):.0%} of the {sdk - noop:.0f} us the SDK adds over no OpenTelemetry"
+    )
+
+    folds = realistic_fold_cost(rounds, max(20, requests // 4))
+    print()
+    print("Fold + mask + serialise of the realistic trail (flush thread), CPU us per trail, median [min-max]")
+    for stage, values in folds.items():
+        print(f"  {stage:14} {spread(values):>22}")
 
     spans = throughput(requests, rounds)
-    base = spans["SimpleSpanProcessor + null exporter"]
-    bare = spans["no processor"]
-    print(f"Span throughput, {requests} requests x {SPANS_PER_REQUEST} spans, best of {rounds} rounds")
-    print(f"{'setup':56} {'us/span':>9} {'spans/s':>10} {'vs Simple':>10} {'over bare SDK':>14}")
-    for name, micros in spans.items():
-        print(
-            f"{name:56} {micros:9.2f} {1e6 / micros:10,.0f} {micros / base:9.2f}x "
-            f"{(micros - bare) / bare * 100:12.1f} %"
-        )
-
-    folds = fold_cost((10, 100, 1000), rounds)
+    base = med(spans["SimpleSpanProcessor + null exporter"])
+    bare = med(spans["no processor"])
     print()
-    print("Fold + mask + serialise per trail (flush thread)")
+    print(f"Empty spans, {requests} requests x {SPANS_PER_REQUEST} spans, {rounds} rounds; CPU us per span")
+    print(f"{'setup':56} {'us/span':>22} {'vs Simple':>10} {'over bare SDK':>14}")
+    for name, values in spans.items():
+        micros = med(values)
+        print(f"{name:56} {spread(values, '.2f'):>22} {micros / base:9.2f}x {(micros - bare) / bare * 100:12.1f} %")
+
+    empty = fold_cost((10, 100, 1000), rounds)
+    print()
+    print("Fold + mask + serialise per trail of empty spans (flush thread)")
     print(f"{'spans':>6} {'us/trail':>10} {'us/span':>8}")
-    for size, micros in folds.items():
-        print(f"{size:6d} {micros:10.1f} {micros / size:8.2f}")
+    for count, values in empty.items():
+        print(f"{count:6d} {med(values):10.1f} {med(values) / count:8.2f}")
 
     masking = masking_cost(rounds)
     print()
     print("Masking and limits (Policy.apply) per KiB of JSON body")
-    for kib, micros in masking.items():
-        print(f"{kib:4d} KiB body: {micros:7.1f} us/KiB")
-    per_trail = fold_cost((SPANS_PER_REQUEST,), rounds)[SPANS_PER_REQUEST]
-    share = masking[1] * 2 / (per_trail + masking[1] * 2)
-    print(
-        f"a 10-span trail with 2 KiB of bodies: fold+mask+serialise {per_trail:.0f} us, bodies {masking[1] * 2:.0f} us "
-        f"({share:.0%} of gotrails' per-request cost off the request path)"
-    )
+    for kib, values in masking.items():
+        print(f"{kib:4d} KiB body: {med(values):7.1f} us/KiB")
 
-    live = spans["TrailProcessor + null trail exporter (flush thread live)"] - bare
-    fold_per_span = folds[SPANS_PER_REQUEST] / SPANS_PER_REQUEST
+    flush = med(folds["all three"])
     print()
     print(
-        f"gotrails per span, all work included (flush thread live): {live:.2f} us, {live / bare:.0%} of the "
-        f"{bare:.2f} us the SDK itself spends per span; of that, fold + mask + serialise: {fold_per_span:.2f} us"
+        f"gotrails per realistic request, all work included: {live - sdk:.0f} us; of that, fold + mask + serialise "
+        f"on the flush thread: {flush:.0f} us ({flush / (live - sdk):.0%})"
     )
 
 

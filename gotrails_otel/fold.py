@@ -86,10 +86,18 @@ def fold(data: FoldInput) -> dict[str, Any]:
     steps: list[dict[str, Any]] = []
     integrations: list[dict[str, Any]] = []
     errors: list[tuple[int, dict[str, Any]]] = []
+    statements: dict[tuple[int, Any], tuple[int, int]] = {}
+    orm_connects: set[int] = set()
     for span in sorted(data.spans, key=_start_key):
         span_attrs = _attrs(span)
         role = _classify(span, span_attrs)
-        if role is None or span.context is None:
+        if span.context is None:
+            continue
+        if role is None:
+            if span.name == "connect" and _scope(span) == _SQLALCHEMY_SCOPE:
+                orm_connects.add(span.context.span_id)
+            continue
+        if role == "database" and _same_statement(span, span_attrs, statements, orm_connects):
             continue
         capture = data.captures.get(span.context.span_id, _EMPTY)
         common = _common(span, span_attrs, role, root_start, capture, data.http_names)
@@ -176,10 +184,41 @@ def _classify(span: ReadableSpan, attrs: Mapping[str, Any]) -> str | None:
     return "custom"
 
 
+_SQLALCHEMY_SCOPE = "opentelemetry.instrumentation.sqlalchemy"
+_CELERY_SCOPE = "opentelemetry.instrumentation.celery"
+
+
+def _scope(span: ReadableSpan) -> str:
+    return span.instrumentation_scope.name if span.instrumentation_scope else ""
+
+
+def _same_statement(
+    span: ReadableSpan,
+    attrs: Mapping[str, Any],
+    statements: dict[tuple[int, Any], tuple[int, int]],
+    orm_connects: set[int],
+) -> bool:
+    """Whether this database span repeats one already in the trail: a driver's span (psycopg, sqlite3) for the
+    statement SQLAlchemy is running (a sibling with the same statement that starts within SQLAlchemy's span), or a
+    statement the driver runs while SQLAlchemy connects (dialect set-up). Records the span otherwise."""
+    parent = span.parent.span_id if span.parent is not None else 0
+    if parent in orm_connects:
+        return True
+    key = (parent, sc.first(attrs, sc.DB_STATEMENT))
+    start = span.start_time or 0
+    window = statements.get(key)
+    if window is not None and window[0] <= start <= window[1]:
+        return True
+    statements[key] = (start, span.end_time or start)
+    return False
+
+
 # ----------------------------------------------------------------------------------------------- entry
 
 
 def _entry_kind(root: ReadableSpan, attrs: Mapping[str, Any]) -> str:
+    if _scope(root) == _CELERY_SCOPE:
+        return "task"  # a Celery task run (its attributes name the broker queue as a messaging destination)
     if attrs.get("rpc.system") == "grpc":
         return "grpc"
     if sc.first(attrs, sc.HTTP_METHOD) is not None:

@@ -26,13 +26,14 @@ __all__ = [
     "FlushReason",
     "Integration",
     "IntegrationType",
+    "Integrity",
     "OTelIds",
     "Status",
     "Step",
     "Trail",
 ]
 
-EntryKind = Literal["http", "grpc", "kafka", "custom"]
+EntryKind = Literal["http", "grpc", "kafka", "task", "custom"]
 IntegrationType = Literal["http", "kafka", "database", "cache", "grpc", "custom"]
 Status = Literal["ok", "error"]
 FlushReason = Literal["complete", "grace_expired", "max_age", "capacity", "shutdown"]
@@ -43,6 +44,7 @@ class EntryPayload(TypedDict, total=False):
 
     HTTP: ``method, path, query, route, headers, body`` / ``status, headers, body``. gRPC: ``method, metadata,
     message`` / ``status_code, message``. Kafka consumer: ``action, topic, partition, offset, key, value, headers``.
+    Celery task: ``action, task, id, args, kwargs, retries, queue, eta, headers`` / ``state, result``.
     """
 
     method: str | None
@@ -132,6 +134,20 @@ class OTelIds(TypedDict):
     parent_span_id: str | None
 
 
+class _IntegrityRequired(TypedDict):
+    chain: str
+    seq: int
+    prev: str
+    alg: Literal["sha256", "hmac-sha256"]
+    hash: str
+
+
+class Integrity(_IntegrityRequired, total=False):
+    """The trail's link in its writer's hash chain (``key_id`` only with an HMAC; see the README)."""
+
+    key_id: str
+
+
 class _TrailRequired(TypedDict):
     timestamp: str
     trace_id: str
@@ -155,7 +171,9 @@ class _TrailRequired(TypedDict):
 
 
 class Trail(_TrailRequired, total=False):
-    """One request's audit trail, as exported (version 1 of the document)."""
+    """One request's audit trail, as exported (version 1 of the document); ``integrity`` when the chain is on."""
 
     redacted: dict[str, int]
     """Values the masking policy masked, counted by kind (never the masked text)."""
+    integrity: Integrity
+    """The trail's link in its process's hash chain."""

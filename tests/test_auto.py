@@ -67,7 +67,8 @@ class Service:
         def fetch() -> list[dict[str, Any]]:
             if not self.trails_path.exists():
                 return []
-            return [orjson.loads(line) for line in self.trails_path.read_bytes().splitlines()]
+            records = [orjson.loads(line) for line in self.trails_path.read_bytes().splitlines()]
+            return [r for r in records if "record" not in r]  # without the hash chain's checkpoints
 
         return collect_trails(fetch, count, timeout, lambda: f"; log:\n{self.log.read_text()}")
 
@@ -325,6 +326,9 @@ def test_instrument_is_idempotent_and_undone_by_uninstrument() -> None:
     assert first is not None and first is second
     assert "x-trace-id" in propagate.get_global_textmap().fields and "x-trace-id" not in before.fields
     assert "httpx" in _done and "fastapi" in _done
+    second_wave = {"requests", "urllib3", "psycopg", "psycopg2", "sqlite3", "asyncpg", "celery", "confluent_kafka"}
+    assert second_wave | {"aiohttp-client", "aiohttp-server"} <= set(_done)
+    assert "django" not in _done  # no Django project in this process: its settings are left alone
     gt.uninstrument()
     assert propagate.get_global_textmap() is before
     assert _done == {}

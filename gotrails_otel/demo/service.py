@@ -1,8 +1,9 @@
 """The demo's payment service (FastAPI), written as a team would write it: a few steps, no logging code.
 
 POST /v1/payments validates the request (a step), inserts the payment into the database, caches its status in
-Redis, charges it at the payment gateway over HTTP, publishes ``payment.created`` to Kafka and looks the user up
-in the gRPC UserService. Redis and Kafka are optional: the demo passes ``None`` when they are not available.
+Redis, charges it at the payment gateway over HTTP (httpx), records it in the ledger service (Django, over HTTP with
+requests), publishes ``payment.created`` to Kafka and looks the user up in the gRPC UserService. Redis and Kafka
+are optional: the demo passes ``None`` when they are not available.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ class Backends:
     users: Any
     cache: Any = None
     producer: Any = None
+    ledger_url: str | None = None
 
 
 def create_app(b: Backends) -> Any:
@@ -59,6 +61,14 @@ def create_app(b: Backends) -> Any:
             if charge.status_code >= 400:
                 gt.record_error("midtrans.charge", f"gateway answered {charge.status_code}")
                 return JSONResponse({"payment_id": payment_id, "status": "FAILED"}, status_code=502)
+            if b.ledger_url is not None:
+                import requests
+
+                requests.post(
+                    f"{b.ledger_url}/ledger/entries",
+                    json={"payment_id": payment_id, "amount": amount, "user_id": payload.get("user_id")},
+                    timeout=5,
+                ).raise_for_status()
             if b.producer is not None:
                 b.producer.send(
                     "payment.created", key=payment_id.encode(), value=f'{{"payment_id": "{payment_id}"}}'.encode()

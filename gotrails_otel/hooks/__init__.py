@@ -4,7 +4,8 @@ Each module offers ``instrumentor_kwargs()`` — the hook arguments to pass to t
 (``HTTPXClientInstrumentor().instrument(**gotrails_otel.hooks.httpx.instrumentor_kwargs())``) — and, where a hook
 alone cannot see a payload, ``install()``/``uninstall()`` for a small wrapper (an httpx ``send`` wrapper for response
 bodies, SQLAlchemy engine listeners for arguments and row counts, a gRPC server interceptor, …). Hooks write into
-the capture store of the trail that owns the span; they never raise into the application.
+the capture store of the trail that owns the span; they never raise into the application. A module may offer
+``applies()``: when it returns ``False`` the library is left alone in this process (Django without settings).
 
 :func:`instrument_libraries` does all of it for every supported library that is installed.
 """
@@ -56,6 +57,23 @@ LIBRARIES: tuple[Library, ...] = (
     Library("grpc_server", "opentelemetry.instrumentation.grpc:GrpcInstrumentorServer", "grpc", None),
     Library("grpc_aio_client", "opentelemetry.instrumentation.grpc:GrpcAioInstrumentorClient", "grpc"),
     Library("kafka", "opentelemetry.instrumentation.kafka:KafkaInstrumentor", "kafka"),
+    Library("django", "opentelemetry.instrumentation.django:DjangoInstrumentor", "django"),
+    Library("requests", "opentelemetry.instrumentation.requests:RequestsInstrumentor", "requests"),
+    Library("urllib3", "opentelemetry.instrumentation.urllib3:URLLib3Instrumentor", "urllib3"),
+    Library("psycopg", "opentelemetry.instrumentation.psycopg:PsycopgInstrumentor", "dbapi"),
+    Library("psycopg2", "opentelemetry.instrumentation.psycopg2:Psycopg2Instrumentor", "dbapi"),
+    Library("sqlite3", "opentelemetry.instrumentation.sqlite3:SQLite3Instrumentor", "dbapi"),
+    Library("asyncpg", "opentelemetry.instrumentation.asyncpg:AsyncPGInstrumentor", "asyncpg"),
+    Library(
+        "aiohttp-client", "opentelemetry.instrumentation.aiohttp_client:AioHttpClientInstrumentor", "aiohttp_client"
+    ),
+    Library(
+        "aiohttp-server", "opentelemetry.instrumentation.aiohttp_server:AioHttpServerInstrumentor", "aiohttp_server"
+    ),
+    Library("celery", "opentelemetry.instrumentation.celery:CeleryInstrumentor", "celery"),
+    Library(
+        "confluent_kafka", "opentelemetry.instrumentation.confluent_kafka:ConfluentKafkaInstrumentor", "confluent_kafka"
+    ),
 )
 """The libraries gotrails captures payloads for, in the order they are instrumented."""
 
@@ -92,6 +110,9 @@ def instrument_libraries(tracer_provider: Any = None) -> list[str]:
         except ImportError:
             continue  # the instrumentation (or its library) is not installed
         hooks = library.hooks_module()
+        applies = getattr(hooks, "applies", None)
+        if applies is not None and not applies():
+            continue  # e.g. Django installed in a process that runs no Django project
         if library.name == "sqlalchemy" and (problem := hooks.support_problem()) is not None:
             if problem != "SQLAlchemy is not installed":
                 _report_once("sqlalchemy", "gotrails: %s", problem)

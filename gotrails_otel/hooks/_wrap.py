@@ -51,3 +51,25 @@ def unwrap(module: str, name: str) -> None:
 
 def installed(module: str, name: str) -> bool:
     return (module, name) in _installed
+
+
+def wrap_inner(module: str, name: str, wrapper: Callable[..., Any]) -> bool:
+    """Wrap the function *inside* the ``wrapt`` wrapper that another instrumentation put on ``module.name``, so
+    that ``wrapper`` runs within what that instrumentation sets up (its span is current). ``False`` when the
+    module is not importable or ``module.name`` is not wrapped by ``wrapt`` (not instrumented)."""
+    key = (module, name)
+    if key in _installed:
+        return True
+    try:
+        owner: Any = importlib.import_module(module)
+    except ImportError:
+        return False
+    *path, attr = name.split(".")
+    for part in path:
+        owner = getattr(owner, part)
+    current: Any = vars(owner).get(attr) if isinstance(owner, type) else getattr(owner, attr, None)
+    if not (hasattr(current, "_self_wrapper") and hasattr(current, "__wrapped__")):
+        return False
+    current.__wrapped__ = wrapt.FunctionWrapper(current.__wrapped__, wrapper)
+    _installed[key] = wrapper
+    return True

@@ -61,6 +61,7 @@ def request_path(trail: Mapping[str, Any]) -> str | None:
         "http": ("path",),
         "grpc": ("method",),
         "kafka": ("topic",),
+        "task": ("task",),
     }.get(str(kind), ("path", "method", "topic"))
     for key in candidates:
         value = get(request, key) if isinstance(request, Mapping) else None
@@ -226,6 +227,8 @@ def entry_facts(trail: Mapping[str, Any]) -> str:
         return _arrow(resp.get("status_code"))
     if kind == "kafka":
         return facts("kafka", {"request": req, "response": {}})
+    if kind == "task":
+        return _arrow(resp.get("state"))
     return ""
 
 
@@ -245,6 +248,8 @@ def entry_summary(trail: Mapping[str, Any]) -> str:
         return " ".join([*(p for p in parts if p), _arrow(resp.get("status"))]).strip()
     if kind == "grpc":
         return f"{text(req.get('method')) or name} {_arrow(resp.get('status_code'))}".strip()
+    if kind == "task":
+        return f"{text(req.get('action')) or 'run'} {text(req.get('task')) or name} {_arrow(resp.get('state'))}".strip()
     if kind == "kafka":
         topic = text(req.get("topic")) or name
         where = topic
