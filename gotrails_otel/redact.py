@@ -133,6 +133,7 @@ _SQL_CACHE_SIZE = 2048
 _NESTED_MAX = 4  # levels of text inside text (JSON, base64 of JSON, percent-encoding) that are looked into
 _PAYLOAD_KEYS = ("body", "message", "value", "args", "key", "messages", "commands", "replies")
 _SQL_PLACEHOLDER = re.compile(r"\?|%s|\$\d+|:\w+|%\(\w+\)s")
+_NAMED_GROUP = re.compile(r"\(\?P<([A-Za-z_]\w*)>")
 # A route parameter: {name} / {name:converter} (Starlette, FastAPI), <name> / <converter:name> (Flask, Werkzeug).
 _ROUTE_PARAMETER = re.compile(
     r"\{(?P<name>[A-Za-z_]\w*)(?::(?P<converter>[^}]*))?\}"
@@ -686,6 +687,8 @@ class Policy:
                 value = self._mask_sql(value, counts) if "args" in value else self._mask_graphql(value, counts)
                 result["query"] = self._statement(value["query"], counts)
                 value = {k: v for k, v in value.items() if k != "query"}
+            elif "arg_names" in value:
+                value = self._mask_named_args(value, counts)
             items = value.items()
             if len(value) > self.max_items:
                 items = list(items)[: self.max_items]
@@ -792,6 +795,22 @@ class Policy:
                 clean.clear()
             clean.add(text)
         return masked
+
+    def _mask_named_args(self, request: dict[str, Any], counts: dict[str, int]) -> dict[str, Any]:
+        """Positional arguments named by ``arg_names`` (a Celery task's parameters): masked by name."""
+        args, names = request.get("args"), request.get("arg_names")
+        if not isinstance(args, list) or not isinstance(names, list):
+            return request
+        masked = [
+            MASK
+            if i < len(names) and isinstance(names[i], str) and self.is_sensitive(names[i]) and v is not None
+            else v
+            for i, v in enumerate(args)
+        ]
+        if masked == args:
+            return request
+        _redacted(counts, "argument", sum(1 for a, b in zip(args, masked, strict=True) if a is not b))
+        return {**request, "args": masked}
 
     def _mask_graphql(self, request: dict[str, Any], counts: dict[str, int]) -> dict[str, Any]:
         """A GraphQL request whose variables bound to a sensitive argument (``login(password: $p)``) are masked
@@ -1143,9 +1162,21 @@ def _fold_text(text: str) -> str:
 
 
 def _route_pattern(route: str) -> tuple[re.Pattern[str], list[str]]:
-    """A route template as a pattern with one group per parameter (``p0``, ``p1``, …), and the parameters' names."""
+    """A route template as a pattern with one group per parameter (``p0``, ``p1``, …), and the parameters' names.
+    A regular-expression route (Django's ``re_path``: ``^reset/(?P<token>[0-9a-f]+)/$``) is its own pattern."""
     pieces: list[str] = []
     names: list[str] = []
+    if "(?P<" in route:
+
+        def rename(match: re.Match[str]) -> str:
+            names.append(match.group(1))
+            return f"(?P<p{len(names) - 1}>"
+
+        renamed = _NAMED_GROUP.sub(rename, route)
+        try:
+            return re.compile(renamed.lstrip("^").removesuffix("$").removesuffix("\\Z") + r"\Z"), names
+        except re.error:
+            names = []
     last = 0
     for match in _ROUTE_PARAMETER.finditer(route):
         pieces.append(re.escape(route[last : match.start()]))

@@ -186,6 +186,8 @@ class _Analysis:
 
     def run(self) -> SqlMask:
         count = len(self.sig)
+        if count == 1 and self.is_name(0) and self.is_sensitive(self.value(0).strip('`"[]')):
+            return SqlMask(self.statement, everything=True)  # callproc("set_password", args): every argument
         for s in range(count):
             word = self.upper(s)
             if word == "INTO" and self.ttype(s) in self.T.Keyword:
@@ -197,6 +199,13 @@ class _Analysis:
             elif word == "AS" and s + 1 < count and (alias := self.column(s + 1)) is not None:
                 if self.is_sensitive(alias):
                     self.mark_expression_before(s)  # SELECT %s AS password, USING (SELECT :p AS api_key)
+            elif (
+                s + 1 < count
+                and self.value(s + 1) == "("
+                and self.is_name(s)
+                and self.is_sensitive(self.value(s).strip('`"[]'))
+            ):
+                self.call_arguments(s + 1)  # SELECT set_password(%s, %s), CALL rotate_api_key(:k), PASSWORD('x')
             elif word == "BETWEEN" and s > 0 and (name := self.column(s - 1)) is not None and self.is_sensitive(name):
                 self.mark_values(s + 1, min(s + 4, count))  # password BETWEEN x AND y
             elif (
@@ -207,6 +216,16 @@ class _Analysis:
             ):
                 self.mark_values(s + 1, s + 2)  # PASSWORD 'x'
         return self.result()
+
+    def call_arguments(self, opening: int) -> None:
+        """The values inside the parentheses opening at ``opening``."""
+        count = len(self.sig)
+        depth = self.depth[opening]
+        end = opening + 1
+        while end < count and not (self.value(end) == ")" and self.depth[end] == depth):
+            end += 1
+        self.spend(end - opening)
+        self.mark_values(opening + 1, end)
 
     def mark_expression_before(self, at: int) -> None:
         """The values of the expression that ends before token ``at`` (back to a comma, a bracket or a keyword)."""

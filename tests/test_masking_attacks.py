@@ -694,3 +694,37 @@ def test_driver_messages_echoing_values(message: str, secret: str) -> None:
     trail = POLICY.apply({"errors": [{"source": "db", "message": message}]})
     assert secret not in trail["errors"][0]["message"]
     assert trail["redacted"]["driver_message"] >= 1
+
+
+def test_positional_task_arguments_masked_by_their_parameter_names() -> None:
+    request = {"task": "shop.reset", "args": ["ann", "t-1", None], "arg_names": ["user", "reset_token", "pin"]}
+    trail = POLICY.apply({"integrations": [{"type": "custom", "name": "shop.reset", "request": request}]})
+    assert trail["integrations"][0]["request"]["args"] == ["ann", "***", None]
+    assert trail["redacted"]["argument"] == 1
+
+
+@pytest.mark.parametrize(
+    ("query", "args", "expected"),
+    [
+        ("SELECT set_password(%s, %s)", ["bob", "f-1"], ["***", "***"]),  # a function named for a secret
+        ("CALL auth.rotate_api_key(:k)", {"k": "f-2"}, {"k": "***"}),
+        ("set_password", ["bob", "f-3"], ["***", "***"]),  # cursor.callproc("set_password", …)
+        ("SELECT md5(%s), crypt(%s, gen_salt(%s))", ["a", "b", "bf"], ["a", "b", "bf"]),
+        ("get_orders", ["ann"], ["ann"]),
+    ],
+)
+def test_sql_calls_of_functions_named_for_a_secret(query: str, args: Any, expected: Any) -> None:
+    assert _sql(query, args)["args"] == expected
+
+
+@pytest.mark.parametrize(
+    ("path", "route", "expected"),
+    [
+        ("/reset/rst-9/", "^reset/(?P<token>[0-9a-z-]+)/$", "/reset/***/"),  # Django re_path
+        ("/reset/rst-9/", "reset/<str:token>/", "/reset/***/"),  # Django path (no leading slash)
+        ("/u/4/", r"^u/(?P<user_id>\d+)/$", "/u/4/"),
+    ],
+)
+def test_django_routes(path: str, route: str, expected: str) -> None:
+    trail = POLICY.apply({"entry": {"kind": "http"}, "request": {"path": path, "route": route}})
+    assert trail["request"]["path"] == expected
