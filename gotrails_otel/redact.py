@@ -314,12 +314,9 @@ class Policy:
         if not text.isascii() and _FOLDABLE.search(text):
             # Full-width forms, other scripts' digits, Unicode spaces and dashes are read as their ASCII twins
             # (a card number typed with a Japanese input method); when anything is masked, the folded text is kept.
-            folded = _fold_text(text)
-            masked = self._mask_plain(folded, counts, statement)
+            folded = _fold_text(text)  # nothing foldable is left in it: masked once more, as ASCII text
+            masked = self._mask_text(folded, counts, statement)
             return text if masked is folded else masked
-        return self._mask_plain(text, counts, statement)
-
-    def _mask_plain(self, text: str, counts: dict[str, int], statement: bool = False) -> str:
         original = text
         if text[-1] == CUT_MARK:
             text = self._cut(text, counts)
@@ -606,22 +603,25 @@ class Policy:
         entry = trail.get("entry")
         is_http = isinstance(entry, dict) and entry.get("kind") == "http"
         request = trail.get("request")
-        if is_http and isinstance(request, dict) and isinstance(request.get("query"), str):
-            request["query"] = self._query(request["query"], counts)
-        if is_http and isinstance(request, dict) and isinstance(request.get("path"), str):
-            route = request.get("route")
-            if isinstance(route, str) and ("{" in route or "<" in route):
-                request["path"] = self._path(request["path"], route, counts)
         route = None
-        if is_http and isinstance(request, dict) and isinstance(request.get("route"), str):
-            route, request["route"] = request["route"], None  # masked below, as a template
+        if is_http and type(request) is dict:
+            if type(request.get("query")) is str:
+                request["query"] = self._query(request["query"], counts)
+            route = request.get("route")
+            if type(route) is str:
+                path = request.get("path")
+                if type(path) is str and ("{" in route or "<" in route):
+                    request["path"] = self._path(path, route, counts)
+                request["route"] = None  # masked below, as a template
+            else:
+                route = None
         for key in ("request", "response", "metadata"):
             if key in trail:
                 trail[key] = self._walk(trail[key], (key,), depth, counts)
-        if isinstance(route, str) and isinstance(trail.get("request"), dict):
+        if route is not None:
             # A route is a template from the application's code (/reset/<string:token>), not text to read for pairs
             # or markup: only secrets that a detector recognises are masked in it.
-            trail["request"]["route"] = self._statement(route, counts)
+            trail["request"]["route"] = route if route in self._clean_statements else self._statement(route, counts)  # type: ignore[attr-defined]
         if trail.get("errors"):
             trail["errors"] = [self._error(error, ("errors",), depth, counts) for error in trail["errors"]]
         if isinstance(entry, dict) and isinstance(entry.get("name"), str):
@@ -684,9 +684,10 @@ class Policy:
             query = value.get("query")
             if type(query) is str and ("args" in value or isinstance(value.get("variables"), dict)):
                 # A SQL statement and its arguments, or a GraphQL document and its variables: masked by binding.
-                value = self._mask_sql(value, counts) if "args" in value else self._mask_graphql(value, counts)
-                result["query"] = self._statement(value["query"], counts)
-                value = {k: v for k, v in value.items() if k != "query"}
+                value = dict(self._mask_sql(value, counts) if "args" in value else self._mask_graphql(value, counts))
+                statement = value.pop("query")
+                clean_statements: set[str] = self._clean_statements  # type: ignore[attr-defined]
+                result["query"] = statement if statement in clean_statements else self._statement(statement, counts)
             elif "arg_names" in value:
                 value = self._mask_named_args(value, counts)
             items = value.items()
@@ -696,6 +697,7 @@ class Policy:
             known = self._keys.get  # type: ignore[attr-defined]
             clean: set[str] = self._clean  # type: ignore[attr-defined]
             max_string = self.max_string
+            card_min = _CARD_INT_MIN
             masked = 0
             for key, item in items:
                 sensitive = known(key)
@@ -704,21 +706,25 @@ class Policy:
                     if shown is not key:  # the key itself holds a secret (a card number, a token, a URL …)
                         key = _unique_key(result, shown)
                 item_kind = type(item)
-                if item is None or item_kind is bool:
-                    result[key] = item
-                    continue
                 if sensitive:
-                    result[key] = [MASK] * min(len(item), self.max_items) if item_kind is list else MASK
-                    masked += 1
+                    if item is None or item_kind is bool:
+                        result[key] = item  # null and true/false say nothing
+                    else:
+                        result[key] = [MASK] * min(len(item), self.max_items) if item_kind is list else MASK
+                        masked += 1
                 elif rule is not None:
-                    result[key] = self._walk(item, (*path, key), depth - 1, counts)
+                    result[key] = (
+                        item if item is None or item_kind is bool else self._walk(item, (*path, key), depth - 1, counts)
+                    )
                 elif item_kind is str:
                     # Strings are most of a payload: the common cases are settled here, without a call.
                     if len(item) < 6 or (len(item) <= max_string and item in clean):
                         result[key] = item
                     else:
                         result[key] = self._string(item, counts)
-                elif (item_kind is int or item_kind is float) and -_CARD_INT_MIN < item < _CARD_INT_MIN:
+                elif item is None or item_kind is bool:
+                    result[key] = item
+                elif (item_kind is int or item_kind is float) and -card_min < item < card_min:
                     result[key] = item  # nothing to mask in a number too small to be a card number
                 else:
                     result[key] = self._walk(item, path, depth - 1, counts)
@@ -998,7 +1004,7 @@ class Policy:
 
     def _redis_key(self, key: str) -> bool:
         """Whether a Redis key names a secret: one of its ``:``/``.``/``/`` segments is a sensitive key."""
-        return any(self._classify(segment) for segment in _REDIS_KEY_SEGMENTS.split(key) if segment)
+        return any(self.is_sensitive(segment) for segment in _REDIS_KEY_SEGMENTS.split(key) if segment)
 
     def _config_secret(self, name: str) -> bool:
         return name.lower() in _CONFIG_SECRETS or self.is_sensitive(name)
