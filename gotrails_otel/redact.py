@@ -652,6 +652,7 @@ class Policy:
             if item.get("type") == "http":
                 self._filter_headers(item.get("request"), counts)
                 self._filter_headers(item.get("response"), counts)
+        self._incoming_ids(trail, counts)
         self._limit_total(trail, counts)
         redacted = trail.setdefault("redacted", {})
         if counts:
@@ -662,6 +663,25 @@ class Policy:
                 else:
                     dropped[key] = dropped.get(key, 0) + value
         return trail
+
+    def _incoming_ids(self, trail: dict[str, Any], counts: dict[str, int]) -> None:
+        """``trace_id`` and ``request_id`` taken from the caller's X-Trace-ID / X-Request-ID: one that a detector
+        recognises as a secret (a card number, an access key id) is replaced by OpenTelemetry's trace id, as the
+        same value is masked in the headers."""
+        otel = trail.get("otel")
+        fallback = otel.get("trace_id") if isinstance(otel, dict) else None
+        for name in ("trace_id", "request_id"):
+            value = trail.get(name)
+            if (
+                type(value) is str
+                and isinstance(fallback, str)
+                and value != fallback
+                and len(value) >= 6
+                and value not in self._clean  # type: ignore[attr-defined]
+                and self._mask_text(value, {}) != value
+            ):
+                trail[name] = fallback
+                _redacted(counts, "request_id")
 
     def _walk(self, value: Any, path: tuple[str, ...], depth: int, counts: dict[str, int], entry: bool = False) -> Any:
         """Mask and limit one value. ``path`` is extended only when a field rule needs it; ``entry`` marks a step

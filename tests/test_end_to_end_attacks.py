@@ -214,7 +214,11 @@ def test_attack_review_leak_classes_end_to_end(make_harness: Any, backends: Back
         for app, kind in ((fastapi_app, "asgi"), (flask_app, "wsgi")):
             server = ThreadServer(app, kind)
             try:
-                reply = httpx.post(f"{server.url}/v1/reset/atk-path-token?state={state}", json=_reset_body())
+                reply = httpx.post(
+                    f"{server.url}/v1/reset/atk-path-token?state={state}",
+                    json=_reset_body(),
+                    headers={"X-Request-ID": CARD_2},  # a client that sends a card number as its request id
+                )
                 assert "atk-csrf-token" in reply.text  # the application itself is untouched
                 raw = f"{server.url}/v1/raw"
                 for content, content_type in (

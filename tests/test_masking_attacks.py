@@ -728,3 +728,19 @@ def test_sql_calls_of_functions_named_for_a_secret(query: str, args: Any, expect
 def test_django_routes(path: str, route: str, expected: str) -> None:
     trail = POLICY.apply({"entry": {"kind": "http"}, "request": {"path": path, "route": route}})
     assert trail["request"]["path"] == expected
+
+
+def test_incoming_ids_that_are_secrets_are_replaced_by_the_trace_id() -> None:
+    trace = "0af7651916cd43dd8448eb211c80319c"
+    trail = POLICY.apply(
+        {
+            "trace_id": "AKIAIOSFODNN7EXAMPLE",
+            "request_id": "4111111111111111",
+            "otel": {"trace_id": trace},
+            "request": {"headers": {"x-request-id": ["4111111111111111"]}},
+        }
+    )
+    assert trail["trace_id"] == trace and trail["request_id"] == trace
+    assert trail["request"]["headers"]["x-request-id"] == ["***"]
+    kept = POLICY.apply({"trace_id": "pay-flow-1", "request_id": "req-42", "otel": {"trace_id": trace}})
+    assert kept["trace_id"] == "pay-flow-1" and kept["request_id"] == "req-42"
