@@ -1,0 +1,75 @@
+"""Documentation that cannot drift from the code: the README's generated sections, and a docstring on every public
+name that the API reference renders."""
+
+from __future__ import annotations
+
+import dataclasses
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from gotrails_otel import TrailConfig, _docgen
+
+ROOT = Path(__file__).resolve().parent.parent
+README = ROOT / "README.md"
+
+
+@pytest.mark.parametrize("name", sorted(_docgen.sections()))
+def test_readme_generated_sections_are_current(name: str) -> None:
+    current = _docgen.section(README.read_text("utf-8"), name)
+    expected = _docgen.sections()[name]()
+    assert current == expected, (
+        f"README.md's generated {name!r} section differs from the code: run `{_docgen.REGENERATE}` from the "
+        "repository's root and commit README.md"
+    )
+
+
+def test_every_setting_is_documented_with_its_variable() -> None:
+    """The docstring of TrailConfig, its fields and from_env agree (DocgenError says what is missing)."""
+    rows = _docgen.settings()
+    fields = [name for row in rows for name in row.fields]
+    assert sorted(fields) == sorted(f.name for f in dataclasses.fields(TrailConfig))
+    variables = [variable for row in rows for variable in row.variables]
+    assert sorted(variables) == sorted(_docgen.variables_read())
+    assert len(variables) == len(set(variables))
+
+
+def test_the_table_has_a_row_per_variable_with_its_default() -> None:
+    table = _docgen.config_markdown()
+    assert "| `GOTRAILS_GRACE_MS` | `grace_ms` | `1000` |" in table
+    assert "| `GOTRAILS_MAX_BODY_BYTES` | `max_body_bytes` | `65536` (64 KiB) |" in table
+    assert "| `GOTRAILS_ROOT_KINDS` | `root_kinds` | `consumer,server` |" in table
+    assert "| `GOTRAILS_CAPTURE_CACHE_VALUES` | `capture_cache_values` | `false` |" in table
+    for variable in _docgen.variables_read():
+        assert f"`{variable}`" in table
+
+
+def test_an_undocumented_setting_fails_with_how_to_fix_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    doc = TrailConfig.__doc__ or ""
+    entry = next(line for line in doc.splitlines() if line.strip().startswith("grace_ms:"))
+    monkeypatch.setattr(TrailConfig, "__doc__", doc.replace(entry, ""))
+    with pytest.raises(_docgen.DocgenError, match=r"fields without an entry .*\['grace_ms'\]"):
+        _docgen.settings()
+
+
+def test_a_variable_named_under_the_wrong_field_is_found(monkeypatch: pytest.MonkeyPatch) -> None:
+    doc = TrailConfig.__doc__ or ""
+    grace, max_age = "``GOTRAILS_GRACE_MS``", "``GOTRAILS_MAX_AGE_MS``"
+    swapped = doc.replace(grace, "``TMP``").replace(max_age, grace).replace("``TMP``", max_age)
+    monkeypatch.setattr(TrailConfig, "__doc__", swapped)
+    with pytest.raises(_docgen.DocgenError, match="reads GOTRAILS_GRACE_MS into 'grace_ms'"):
+        _docgen.settings()
+
+
+def test_regenerating_fixes_a_drifted_readme(tmp_path: Path) -> None:
+    drifted = README.read_text("utf-8").replace("| `GOTRAILS_GRACE_MS` |", "| `GOTRAILS_GRACE` |")
+    copy = tmp_path / "README.md"
+    copy.write_text(drifted, "utf-8")
+    command = [sys.executable, "-m", "gotrails_otel._docgen"]
+    check = subprocess.run([*command, "--check", str(copy)], capture_output=True, text=True, timeout=60, check=False)
+    assert check.returncode == 1 and _docgen.REGENERATE in check.stderr
+    fix = subprocess.run([*command, str(copy)], capture_output=True, text=True, timeout=60, check=False)
+    assert fix.returncode == 0, fix.stderr
+    assert copy.read_text("utf-8") == README.read_text("utf-8")
