@@ -4,6 +4,9 @@ name that the API reference renders."""
 from __future__ import annotations
 
 import dataclasses
+import json
+import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -73,3 +76,18 @@ def test_regenerating_fixes_a_drifted_readme(tmp_path: Path) -> None:
     fix = subprocess.run([*command, str(copy)], capture_output=True, text=True, timeout=60, check=False)
     assert fix.returncode == 0, fix.stderr
     assert copy.read_text("utf-8") == README.read_text("utf-8")
+
+
+def test_readme_processor_by_hand_example_writes_trails(tmp_path: Path) -> None:
+    match = re.search(r"<!-- by-hand -->\s*```python\n(.*?)```", README.read_text("utf-8"), re.DOTALL)
+    assert match, "README.md lost its 'processor by hand' example"
+    request = 'with trace.get_tracer("t").start_as_current_span("job", kind=trace.SpanKind.SERVER):\n    pass\n'
+    script = tmp_path / "by_hand.py"
+    script.write_text(match.group(1) + request + "provider.shutdown()\n", "utf-8")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "GOTRAILS_"))}
+    result = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=60, check=False, cwd=tmp_path, env=env
+    )
+    assert result.returncode == 0, result.stderr
+    [line] = (tmp_path / "trails.jsonl").read_bytes().splitlines()
+    assert json.loads(line)["entry"] == {"kind": "custom", "name": "job"}
