@@ -3,12 +3,17 @@ name that the API reference renders."""
 
 from __future__ import annotations
 
+import ast
 import dataclasses
+import importlib
+import inspect
 import json
 import os
 import re
 import subprocess
 import sys
+import types
+import typing
 from pathlib import Path
 
 import pytest
@@ -91,3 +96,101 @@ def test_readme_processor_by_hand_example_writes_trails(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     [line] = (tmp_path / "trails.jsonl").read_bytes().splitlines()
     assert json.loads(line)["entry"] == {"kind": "custom", "name": "job"}
+
+
+# ------------------------------------------------------------------------------------------ docstrings
+
+REFERENCE = ROOT / "docs" / "reference"
+
+
+def _reference_modules() -> list[str]:
+    """The modules the API reference renders (``::: module`` in docs/reference/*.md)."""
+    found = []
+    for page in sorted(REFERENCE.glob("*.md")):
+        found += re.findall(r"^::: ([\w.]+)\s*$", page.read_text("utf-8"), re.MULTILINE)
+    return found
+
+
+def _attribute_docstring(module: types.ModuleType, name: str) -> str | None:
+    """The string literal right after ``name = ...`` in ``module`` (or in the module it imports ``name`` from)."""
+    tree = ast.parse(inspect.getsource(module))
+    for node, following in zip(tree.body, [*tree.body[1:], None], strict=True):
+        if isinstance(node, ast.ImportFrom) and any((a.asname or a.name) == name for a in node.names):
+            source = importlib.import_module("." * node.level + (node.module or ""), module.__package__)
+            return _attribute_docstring(source, name)
+        targets = (
+            node.targets if isinstance(node, ast.Assign) else [node.target] if isinstance(node, ast.AnnAssign) else []
+        )
+        if any(isinstance(t, ast.Name) and t.id == name for t in targets):
+            if isinstance(following, ast.Expr) and isinstance(following.value, ast.Constant):
+                return str(following.value.value)
+            return None
+    return None
+
+
+def _own_docstring(obj: object) -> str | None:
+    if inspect.isclass(obj):
+        doc = obj.__dict__.get("__doc__")
+        if dataclasses.is_dataclass(obj) and doc and doc.startswith(f"{obj.__name__}("):
+            return None  # the signature dataclasses write when the class has no docstring
+        return doc if isinstance(doc, str) else None
+    return getattr(obj, "__doc__", None)
+
+
+def _public_members(cls: type) -> dict[str, object]:
+    members: dict[str, object] = {}
+    for name, value in vars(cls).items():
+        if name.startswith("_"):
+            continue
+        if isinstance(value, (staticmethod, classmethod)):
+            members[name] = value.__func__
+        elif isinstance(value, property) or inspect.isfunction(value):
+            members[name] = value
+    return members
+
+
+def _undocumented() -> list[str]:
+    missing: list[str] = []
+    protocols: list[type] = []
+    classes: list[tuple[str, type]] = []
+    for module_name in _reference_modules():
+        module = importlib.import_module(module_name)
+        assert hasattr(module, "__all__"), f"{module_name} is in the API reference but has no __all__"
+        for name in module.__all__:
+            if name == "__version__":
+                continue
+            obj = getattr(module, name)
+            path = f"{module_name}.{name}"
+            if inspect.isclass(obj) or inspect.isfunction(obj) or inspect.ismethod(obj):
+                if not (_own_docstring(obj) or "").strip():
+                    missing.append(path)
+                if inspect.isclass(obj):
+                    classes.append((path, obj))
+                    if getattr(obj, "_is_protocol", False):
+                        protocols.append(obj)
+            elif not (_attribute_docstring(module, name) or "").strip():
+                missing.append(path)
+    for path, cls in classes:
+        if typing.is_typeddict(cls):
+            continue
+        implemented = [p for p in protocols if all(hasattr(cls, m) for m in _public_members(p))]
+        for name, member in _public_members(cls).items():
+            inherited = inspect.getdoc(getattr(cls, name))
+            from_protocol = any(name in _public_members(p) and inspect.getdoc(getattr(p, name)) for p in implemented)
+            own = inspect.getdoc(member.fget if isinstance(member, property) else member)
+            if not (own or inherited or from_protocol):
+                missing.append(f"{path}.{name}")
+    return sorted(set(missing))
+
+
+def test_the_reference_renders_the_public_modules() -> None:
+    assert {"gotrails_otel", "gotrails_otel.testing", "gotrails_otel.exporters", "gotrails_otel.config"} <= set(
+        _reference_modules()
+    )
+
+
+def test_every_public_name_has_a_docstring() -> None:
+    """Everything the API reference renders: each module's __all__, and their classes' public methods (a method
+    may take its docstring from a base class or from a Protocol it implements, such as TrailExporter)."""
+    missing = _undocumented()
+    assert not missing, f"public names without a docstring (the API reference would omit them): {missing}"
