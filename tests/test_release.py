@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import tarfile
@@ -15,6 +16,7 @@ from pathlib import Path
 import orjson
 import pytest
 import trove_classifiers
+import yaml
 
 from gotrails_otel import trail_schema
 
@@ -58,6 +60,24 @@ def test_the_changelog_has_an_entry_for_the_current_version() -> None:
     changelog = (ROOT / "CHANGELOG.md").read_text("utf-8")
     assert "## [Unreleased]" in changelog
     assert f"## [{PROJECT['version']}] - " in changelog, "add the version's section to CHANGELOG.md"
+
+
+def test_the_github_workflow_runs_what_ci_runs() -> None:
+    """.github/workflows/ci.yml mirrors .ci/run: the same Pythons, checks, server packages and test command."""
+    workflow = yaml.safe_load((ROOT / ".github" / "workflows" / "ci.yml").read_text("utf-8"))
+    ci = (ROOT / ".ci" / "run").read_text("utf-8")
+    versions = re.search(r'^VERSIONS="([^"]+)"', ci, re.MULTILINE)
+    assert versions is not None
+    jobs = workflow["jobs"]
+    assert jobs["tests"]["strategy"]["matrix"]["python"] == versions.group(1).split()
+    runs = {name: "\n".join(step.get("run", "") for step in job["steps"]) for name, job in jobs.items()}
+    readme_tests = re.search(r"readme_tests\(\) \{\n\s*(.*?)\n\}", ci)
+    assert readme_tests is not None and readme_tests.group(1).strip() in runs["tests"]
+    for check in ("ruff check .", "ruff format --check .", "mypy", "mkdocs build --strict"):
+        assert check in ci and check in runs["lint"], check
+    for package in ("redis-server", "postgresql", "chromium"):
+        assert package in ci and package in runs["tests"], package
+    assert "python -m build" in runs["build"] and "twine check --strict" in runs["build"]
 
 
 def _source_packages() -> set[str]:
