@@ -138,14 +138,14 @@ def _own_docstring(obj: object) -> str | None:
 
 
 def _public_members(cls: type) -> dict[str, object]:
+    """The public methods and properties a class defines (``name = _helper`` aliases are not definitions)."""
     members: dict[str, object] = {}
     for name, value in vars(cls).items():
+        function = value.__func__ if isinstance(value, (staticmethod, classmethod)) else value
         if name.startswith("_"):
             continue
-        if isinstance(value, (staticmethod, classmethod)):
-            members[name] = value.__func__
-        elif isinstance(value, property) or inspect.isfunction(value):
-            members[name] = value
+        if isinstance(function, property) or (inspect.isfunction(function) and function.__name__ == name):
+            members[name] = function
     return members
 
 
