@@ -7,7 +7,7 @@ import json
 import os
 import re
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from opentelemetry.trace import SpanKind
@@ -82,6 +82,22 @@ class TrailConfig:
             object, characters per string (``GOTRAILS_MAX_DEPTH``, ``GOTRAILS_MAX_ITEMS``, ``GOTRAILS_MAX_STRING``).
         max_trail_bytes: total serialised size of a trail; the largest payloads are trimmed first
             (``GOTRAILS_MAX_TRAIL_BYTES``).
+        sample_ratio: fraction of trails kept, decided from the OTel trace id exactly as the SDK's
+            ``TraceIdRatioBased`` sampler decides at the same ratio (``GOTRAILS_SAMPLE_RATIO``, 0..1).
+        keep_errors: always keep trails with errors, whatever the ratio (``GOTRAILS_KEEP_ERRORS``).
+        slow_ms: always keep trails at least this slow; ``None`` is off (``GOTRAILS_SLOW_MS``).
+        sampler: ``sampler(trail)`` sees each folded, masked trail and returns True (keep), False (drop) or None
+            (let the ratio decide); it must not change the trail; if it raises, the trail is kept (code only).
+        integrity: stamp every trail with its link in the process's hash chain and emit checkpoints
+            (``GOTRAILS_INTEGRITY``).
+        hmac_key: key of the HMAC-SHA256 chain, at least 16 bytes (``GOTRAILS_HMAC_KEY``, its UTF-8 bytes, or
+            ``GOTRAILS_HMAC_KEY_FILE``, the file's bytes without a final newline); without it the chain uses plain
+            SHA-256. Never shown in ``repr``, logs or output.
+        hmac_key_id: names the key in every record, for key rotation; ``default`` when unset (``GOTRAILS_HMAC_KEY_ID``).
+        checkpoint_interval_s: a signed checkpoint of the chain's head is emitted at most this long after a trail
+            was stamped, and at shutdown; 0 emits it at shutdown only (``GOTRAILS_CHECKPOINT_INTERVAL_S``).
+        metadata_on_span: also put ``set_metadata`` fields, masked, on the request's root span as
+            ``gotrails.metadata.<key>`` attributes while the request runs (``GOTRAILS_SPAN_METADATA``).
     """
 
     enabled: bool = True
@@ -108,6 +124,15 @@ class TrailConfig:
     max_items: int = 1000
     max_string_length: int = 16_384
     max_trail_bytes: int = 1_048_576
+    sample_ratio: float = 1.0
+    keep_errors: bool = True
+    slow_ms: float | None = None
+    sampler: Callable[[Mapping[str, Any]], bool | None] | None = None
+    integrity: bool = True
+    hmac_key: str | bytes | None = field(default=None, repr=False)
+    hmac_key_id: str | None = None
+    checkpoint_interval_s: float = 10.0
+    metadata_on_span: bool = False
 
     def __post_init__(self) -> None:
         self._check(self.grace_ms >= 0, "grace_ms", "must be >= 0")
@@ -148,6 +173,19 @@ class TrailConfig:
         except re.error as exc:
             raise ConfigError("mask_patterns", f"invalid regular expression: {exc}") from None
         self._check(bool(self.root_kinds), "root_kinds", "must name at least one span kind")
+        self._check(0.0 <= self.sample_ratio <= 1.0, "sample_ratio", "must be between 0 and 1")
+        self._check(self.slow_ms is None or self.slow_ms >= 0, "slow_ms", "must be >= 0")
+        self._check(self.sampler is None or callable(self.sampler), "sampler", "must be callable")
+        self._check(self.checkpoint_interval_s >= 0, "checkpoint_interval_s", "must be >= 0")
+        if self.hmac_key is not None:  # messages never show the key
+            self._check(isinstance(self.hmac_key, (str, bytes)), "hmac_key", "must be str or bytes")
+            raw = self.hmac_key.encode("utf-8") if isinstance(self.hmac_key, str) else self.hmac_key
+            self._check(len(raw) >= 16, "hmac_key", "must be at least 16 bytes (32 random bytes recommended)")
+        self._check(
+            self.hmac_key_id is None or re.fullmatch(r"[A-Za-z0-9._:-]{1,64}", self.hmac_key_id) is not None,
+            "hmac_key_id",
+            "must be 1-64 letters, digits or ._:-",
+        )
         self._check(
             all(isinstance(kind, SpanKind) for kind in self.root_kinds),
             "root_kinds",
@@ -246,6 +284,25 @@ class TrailConfig:
         read("GOTRAILS_MAX_ITEMS", "max_items", _parse_int)
         read("GOTRAILS_MAX_STRING", "max_string_length", _parse_int)
         read("GOTRAILS_MAX_TRAIL_BYTES", "max_trail_bytes", _parse_int)
+        read("GOTRAILS_SAMPLE_RATIO", "sample_ratio", _parse_number)
+        read("GOTRAILS_KEEP_ERRORS", "keep_errors", _parse_bool)
+        read("GOTRAILS_SLOW_MS", "slow_ms", _parse_number)
+        read("GOTRAILS_INTEGRITY", "integrity", _parse_bool)
+        read("GOTRAILS_HMAC_KEY_ID", "hmac_key_id", str)
+        read("GOTRAILS_CHECKPOINT_INTERVAL_S", "checkpoint_interval_s", _parse_number)
+        read("GOTRAILS_SPAN_METADATA", "metadata_on_span", _parse_bool)
+        key = env.get("GOTRAILS_HMAC_KEY")
+        key_file = env.get("GOTRAILS_HMAC_KEY_FILE", "").strip()
+        if key:  # read apart from the others: an error message must never show the key
+            values["hmac_key"] = key
+            source["hmac_key"] = "GOTRAILS_HMAC_KEY"
+        elif key_file:
+            try:
+                with open(key_file, "rb") as stream:
+                    values["hmac_key"] = stream.read().rstrip(b"\r\n")
+            except OSError as exc:
+                raise ConfigError(f"GOTRAILS_HMAC_KEY_FILE={key_file!r}", f"cannot read it: {exc.strerror}") from None
+            source["hmac_key"] = f"GOTRAILS_HMAC_KEY_FILE={key_file!r}"
         values.update(overrides)
         try:
             return cls(**values)

@@ -15,6 +15,7 @@ from opentelemetry._logs import Logger, LoggerProvider, SeverityNumber, get_logg
 
 from ._json import dumps
 from .config import TrailConfig
+from .integrity import CHECKPOINT, is_checkpoint
 
 __all__ = [
     "EVENT_NAME",
@@ -53,7 +54,7 @@ class StdoutTrailExporter:
         self._lock = threading.Lock()
 
     def export(self, trail: dict[str, Any]) -> None:
-        line = dumps(trail) + b"\n"
+        line = _line(trail)
         stream = self._stream if self._stream is not None else sys.stdout.buffer
         with self._lock:
             stream.write(line)
@@ -78,7 +79,7 @@ class FileTrailExporter:
         self._lock = threading.Lock()
 
     def export(self, trail: dict[str, Any]) -> None:
-        line = dumps(trail) + b"\n"
+        line = _line(trail)
         with self._lock:
             if self._fd is None:
                 raise RuntimeError(f"gotrails: file exporter for {self.path} is shut down")
@@ -96,7 +97,7 @@ class FileTrailExporter:
 
 
 class InMemoryTrailExporter:
-    """Keeps trails in memory; for tests."""
+    """Keeps trails in memory; for tests. Checkpoints of the hash chain are kept apart from the trails."""
 
     def __init__(self) -> None:
         self._trails: list[dict[str, Any]] = []
@@ -107,7 +108,12 @@ class InMemoryTrailExporter:
             self._trails.append(trail)
 
     def get_finished_trails(self) -> list[dict[str, Any]]:
-        """A copy of the list of trails exported so far, in export order."""
+        """A copy of the list of trails exported so far, in export order (without checkpoint records)."""
+        with self._lock:
+            return [trail for trail in self._trails if not is_checkpoint(trail)]
+
+    def get_finished_records(self) -> list[dict[str, Any]]:
+        """Everything exported so far, trails and checkpoints, in export order."""
         with self._lock:
             return list(self._trails)
 
@@ -125,7 +131,8 @@ class OTelLogTrailExporter:
 
     The record's event name is ``gotrails.trail``, its body the trail, its timestamp the request start and its
     trace and span ids those of the request's root span, so whatever logs exporter is configured
-    (``OTEL_LOGS_EXPORTER=console``, ``otlp``…) ships it and backends link it to the trace.
+    (``OTEL_LOGS_EXPORTER=console``, ``otlp``…) ships it and backends link it to the trace. A checkpoint of the
+    hash chain goes out as a record of its own with event name ``gotrails.checkpoint``.
     """
 
     def __init__(self, logger_provider: LoggerProvider | None = None) -> None:
@@ -142,6 +149,15 @@ class OTelLogTrailExporter:
         return self._logger
 
     def export(self, trail: dict[str, Any]) -> None:
+        if is_checkpoint(trail):
+            self._get_logger().emit(
+                severity_number=SeverityNumber.INFO,
+                severity_text="INFO",
+                body=trail,
+                event_name=CHECKPOINT,
+                attributes={"gotrails.chain": str(trail.get("chain")), "gotrails.seq": int(trail.get("seq") or 0)},
+            )
+            return
         otel = trail.get("otel") or {}
         context = None
         try:
@@ -177,6 +193,12 @@ class OTelLogTrailExporter:
 
     def shutdown(self) -> None:
         """Nothing to release: the LoggerProvider belongs to the application."""
+
+
+def _line(trail: dict[str, Any]) -> bytes:
+    """One JSON line: a stamped trail's bytes exactly as hashed, else the trail serialised."""
+    data = getattr(trail, "data", None)
+    return (data if isinstance(data, bytes) else dumps(trail)) + b"\n"
 
 
 def _timestamp_ns(value: Any) -> int | None:

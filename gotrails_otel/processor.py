@@ -15,9 +15,12 @@ from opentelemetry import context as otel_context
 from opentelemetry import metrics
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 
+from .bridge import set_span_metadata
 from .config import TrailConfig
 from .exporters import TrailExporter, exporter_from_config
 from .fold import FoldInput, fold
+from .integrity import Chain, StampedTrail
+from .sampling import TrailSampler
 
 __all__ = ["CaptureStore", "TrailProcessor"]
 
@@ -260,6 +263,8 @@ class TrailProcessor(SpanProcessor):
         self._root_kinds = self.config.root_kinds
         self._max_spans = self.config.max_spans_per_trail
         self._enabled = self.config.enabled
+        self._sampler = TrailSampler.from_config(self.config, self._counters.add)
+        self._chain = Chain.from_config(self.config)
         self._init_state()
         _PROCESSORS.add(self)
         ref = weakref.ref(self)
@@ -270,6 +275,11 @@ class TrailProcessor(SpanProcessor):
                 processor._init_state()
 
         os.register_at_fork(after_in_child=after_fork)
+
+    @property
+    def chain(self) -> Chain | None:
+        """The hash chain that stamps this processor's trails (``None`` with ``GOTRAILS_INTEGRITY=false``)."""
+        return self._chain
 
     def _init_state(self) -> None:
         # Also run in a forked child: a lock held by another thread at fork() would stay held forever there,
@@ -415,7 +425,10 @@ class TrailProcessor(SpanProcessor):
                     wait = self._expire(time.monotonic())
                     if self._ready:
                         break
-                    self._cond.wait(wait)
+                    due = self._chain.due_in() if self._chain is not None else None
+                    if due is not None and due <= 0:
+                        break  # a checkpoint is due: emitted below, outside the lock
+                    self._cond.wait(due if wait is None else wait if due is None else min(wait, due))
                 batch = list(self._ready)
                 self._ready.clear()
                 self._busy = True
@@ -426,6 +439,9 @@ class TrailProcessor(SpanProcessor):
                     except Exception:  # keep the worker alive for every other trail
                         self._counters.add("failures", reason="emit")
                         _log.exception("gotrails: a trail could not be emitted")
+                due = self._chain.due_in() if self._chain is not None else None
+                if due is not None and due <= 0:
+                    self._emit_checkpoint(final=False)
             finally:
                 with self._cond:
                     self._busy = False
@@ -436,11 +452,39 @@ class TrailProcessor(SpanProcessor):
         try:
             document = self._fold(trail, reason)
             self._counters.add("trails", reason=reason)
+            if self._sampler.decide(document) is not None:
+                return  # sampled out: counted by reason, never stamped
+            if self._chain is not None:
+                try:
+                    document = StampedTrail(document, self._chain.stamp(document))
+                except Exception:  # exported without its link: verify reports it, the chain stays whole
+                    self._counters.add("failures", reason="integrity")
+                    _log.exception("gotrails: a trail could not be stamped")
             try:
                 self.exporter.export(document)
             except Exception:  # an exporter failure must not stop other trails
                 self._counters.add("failures", reason="export")
                 _log.exception("gotrails: exporting a trail failed")
+                seq = document.get("integrity", {}).get("seq")
+                if self._chain is not None and isinstance(seq, int):
+                    self._chain.note_lost(seq)
+        finally:
+            otel_context.detach(token)
+
+    def _emit_checkpoint(self, *, final: bool) -> None:
+        """Export a checkpoint of the hash chain's head (periodic, or the final one at shutdown)."""
+        if self._chain is None:
+            return
+        counts = self._counters.snapshot()
+        sampled = {k.split(".", 1)[1]: v for k, v in counts.items() if k.startswith("sampled_out.")}
+        token = otel_context.attach(otel_context.set_value(otel_context._SUPPRESS_INSTRUMENTATION_KEY, True))
+        try:
+            record = self._chain.checkpoint(final=final, extra={"sampled_out": sampled} if sampled else None)
+            if record is not None:
+                self.exporter.export(record)
+        except Exception:
+            self._counters.add("failures", reason="checkpoint")
+            _log.exception("gotrails: exporting a checkpoint failed")
         finally:
             otel_context.detach(token)
 
@@ -482,17 +526,21 @@ class TrailProcessor(SpanProcessor):
 
     def add_metadata(self, span_id: int, fields: Mapping[str, Any]) -> bool:
         """Merge ``fields`` into the ``metadata{}`` of the trail that owns ``span_id``."""
+        accepted: dict[str, Any] = {}
         with self._lock:
             trail = self._owner.get(span_id)
             if trail is None:
                 return False
             for key, value in fields.items():
                 if key in trail.metadata or len(trail.metadata) < _MAX_METADATA_KEYS:
-                    trail.metadata[key] = value
+                    trail.metadata[key] = accepted[key] = value
                 else:
                     trail.count_drop("metadata")
                     self._counters.add("metadata", reason="max_keys")
-            return True
+            root = trail.root if self.config.metadata_on_span and not trail.root_ended else None
+        if root is not None and accepted:  # the OpenTelemetry bridge: masked, outside the lock
+            set_span_metadata(root, self._policy, accepted)  # type: ignore[arg-type]
+        return True
 
     def add_error(self, span_id: int, error: dict[str, Any]) -> bool:
         """Append an entry to ``errors[]`` of the trail that owns ``span_id``."""
@@ -550,6 +598,7 @@ class TrailProcessor(SpanProcessor):
         while self._ready:
             trail, reason = self._ready.popleft()
             self._emit(trail, reason)
+        self._emit_checkpoint(final=True)
         _PROCESSORS.discard(self)
         try:
             self.exporter.shutdown()

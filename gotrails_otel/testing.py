@@ -34,13 +34,13 @@ from opentelemetry.sdk.trace import TracerProvider as SdkTracerProvider
 
 from ._json import json_safe
 from .config import TrailConfig
+from .integrity import is_checkpoint
 from .processor import TrailProcessor, processors
 from .types import Trail
 
 __all__ = ["CapturedTrails", "Trail", "capture_trails"]
 
 _log = logging.getLogger("gotrails_otel")
-_CHECKPOINT_KEY = "gotrails_checkpoint"
 _SETTLE_S = 5.0
 """How long leaving the block waits, beyond the grace period, for requests still in flight."""
 _lock = threading.Lock()
@@ -139,7 +139,7 @@ class CapturedTrails(Sequence[Trail]):
 
     def _add(self, trail: Mapping[str, Any]) -> None:
         """Called on the flush thread with each exported record (a dict, or a sealed read-only mapping)."""
-        if not self._active or _CHECKPOINT_KEY in trail:
+        if not self._active or is_checkpoint(trail):
             return
         data = getattr(trail, "data", None)
         if isinstance(data, (bytes, bytearray, memoryview)):

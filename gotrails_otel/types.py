@@ -26,6 +26,7 @@ __all__ = [
     "FlushReason",
     "Integration",
     "IntegrationType",
+    "Integrity",
     "OTelIds",
     "Status",
     "Step",
@@ -137,6 +138,20 @@ class OTelIds(TypedDict):
     parent_span_id: str | None
 
 
+class _IntegrityRequired(TypedDict):
+    chain: str
+    seq: int
+    prev: str
+    alg: Literal["sha256", "hmac-sha256"]
+    hash: str
+
+
+class Integrity(_IntegrityRequired, total=False):
+    """The trail's link in its writer's hash chain (``key_id`` only with an HMAC; see the README)."""
+
+    key_id: str
+
+
 class _TrailRequired(TypedDict):
     timestamp: str
     trace_id: str
@@ -160,7 +175,9 @@ class _TrailRequired(TypedDict):
 
 
 class Trail(_TrailRequired, total=False):
-    """One request's audit trail, as exported (version 1 of the document)."""
+    """One request's audit trail, as exported (version 1 of the document); ``integrity`` when the chain is on."""
 
     redacted: dict[str, int]
     """Values the masking policy masked, counted by kind (never the masked text)."""
+    integrity: Integrity
+    """The trail's link in its process's hash chain."""

@@ -89,7 +89,8 @@ class AppProcess:
     def lines(self) -> list[dict[str, Any]]:
         if not self.trails_path.exists():
             return []
-        return [orjson.loads(line) for line in self.trails_path.read_bytes().splitlines()]
+        records = [orjson.loads(line) for line in self.trails_path.read_bytes().splitlines()]
+        return [record for record in records if "record" not in record]  # without the hash chain's checkpoints
 
     def trails(self, count: int, timeout: float = 15) -> list[dict[str, Any]]:
         return collect_trails(self.lines, count, timeout, lambda: f"; log:\n{self.log.read_text()}")

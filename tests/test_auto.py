@@ -67,7 +67,8 @@ class Service:
         def fetch() -> list[dict[str, Any]]:
             if not self.trails_path.exists():
                 return []
-            return [orjson.loads(line) for line in self.trails_path.read_bytes().splitlines()]
+            records = [orjson.loads(line) for line in self.trails_path.read_bytes().splitlines()]
+            return [r for r in records if "record" not in r]  # without the hash chain's checkpoints
 
         return collect_trails(fetch, count, timeout, lambda: f"; log:\n{self.log.read_text()}")
 

@@ -135,9 +135,10 @@ def test_default_without_a_logger_provider_is_stdout_with_one_notice() -> None:
     result = _run(_SCRIPT.format(setup=""))
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
-    assert len(lines) == 2
-    for line in lines:
+    assert len(lines) == 3  # two trails, then the hash chain's final checkpoint
+    for line in lines[:2]:
         validate_trail(orjson.loads(line))
+    assert orjson.loads(lines[2])["record"] == "gotrails.checkpoint"
     assert result.stderr.count("no OpenTelemetry SDK LoggerProvider with a logs exporter is configured") == 1
 
 
@@ -149,7 +150,7 @@ def test_an_sdk_logger_provider_without_exporters_is_not_a_destination() -> None
     """
     result = _run(_SCRIPT.format(setup=textwrap.indent(textwrap.dedent(setup), "    ")))
     assert result.returncode == 0, result.stderr
-    assert len(result.stdout.splitlines()) == 2  # the trails went to stdout instead of vanishing
+    assert len(result.stdout.splitlines()) == 3  # the trails (and checkpoint) went to stdout instead of vanishing
     assert "with a logs exporter" in result.stderr
 
 
@@ -167,7 +168,7 @@ def test_default_with_an_sdk_logger_provider_is_otel_logs() -> None:
     """
     result = _run(_SCRIPT.format(setup=textwrap.indent(textwrap.dedent(setup), "    ")))
     assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == '["gotrails.trail", "gotrails.trail"]'
+    assert result.stdout.strip() == '["gotrails.trail", "gotrails.trail", "gotrails.checkpoint"]'
     assert "LoggerProvider" not in result.stderr
 
 

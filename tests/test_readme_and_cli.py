@@ -35,8 +35,12 @@ def test_readme_example_prints_one_complete_trail() -> None:
     )
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
-    assert len(lines) == 1
+    assert len(lines) == 2  # the trail, then the final checkpoint of its hash chain at shutdown
     trail = orjson.loads(lines[0])
+    checkpoint = orjson.loads(lines[1])
+    assert checkpoint["record"] == "gotrails.checkpoint" and checkpoint["final"] is True
+    assert checkpoint["seq"] == trail["integrity"]["seq"] == 1
+    assert checkpoint["hash"] == trail["integrity"]["hash"]
     validate_trail(trail)
     for key in CONTRACT:
         assert key in trail

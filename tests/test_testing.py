@@ -95,12 +95,15 @@ def test_nested_blocks_and_an_exception_leave_nothing_behind(harness: TrailHarne
     assert harness.processor.exporter is harness.exporter
 
 
+_CHECKPOINT = {"record": "gotrails.checkpoint", "version": 1, "chain": "5b0d0f8e6f2a4c1e9d3b7a6c5e4f3a2b", "seq": 1}
+
+
 def test_checkpoint_records_are_not_trails(harness: TrailHarness) -> None:
     with capture_trails() as trails:
-        harness.processor.exporter.export({"gotrails_checkpoint": {"sequence": 1}})  # as the exporters see them
+        harness.processor.exporter.export(_CHECKPOINT)  # as the exporters see them
         _request(harness, "/after-checkpoint")
     assert [t["request"]["path"] for t in trails] == ["/after-checkpoint"]
-    assert harness.exporter.get_finished_trails()[0] == {"gotrails_checkpoint": {"sequence": 1}}
+    assert harness.exporter.get_finished_records()[0] == _CHECKPOINT
 
 
 @pytest.fixture

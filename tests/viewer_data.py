@@ -63,7 +63,7 @@ def junk_lines() -> list[bytes]:
     return [
         b"INFO:     127.0.0.1:50514 - POST /v1/payments 201",
         b"[1, 2, 3]",
-        b'{"gotrails_checkpoint": {"sequence": 7, "hash": "ab12"}}',
+        b'{"chain":"5b0d0f8e6f2a4c1e9d3b7a6c5e4f3a2b","record":"gotrails.checkpoint","seq":7,"version":1}',
         b'{"version": 2, "timestamp": "2030-01-01T00:00:00.000Z", "trace_id": "future"}',
         b'{"version": 1, "trace_id": "half"}',
         b'{"level": "info", "message": "started"}',

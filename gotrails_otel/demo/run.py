@@ -196,6 +196,8 @@ def _next_request_trail(path: Path, seen: int, timeout: float = 10) -> tuple[dic
         while len(lines) > seen:
             trail = json.loads(lines[seen])
             seen += 1
+            if "record" in trail:  # a checkpoint of the hash chain, not a trail
+                continue
             if trail["entry"]["kind"] == "http" and trail["request"].get("path") == "/v1/payments":
                 return trail, others, seen
             others.append(trail)

@@ -16,12 +16,11 @@ from typing import IO, Any
 
 import orjson
 
+from ..integrity import is_checkpoint
 from ..schema import trail_schema
 
-__all__ = ["CHECKPOINT_KEY", "Record", "Skipped", "classify", "follow_file", "read_stream", "records_from_lines"]
+__all__ = ["Record", "Skipped", "classify", "follow_file", "read_stream", "records_from_lines"]
 
-CHECKPOINT_KEY = "gotrails_checkpoint"
-"""The key that marks a checkpoint record (hash-chain checkpoints written between trails)."""
 VERSION = 1
 """The version of the trail document this viewer reads."""
 
@@ -81,7 +80,7 @@ def classify(raw: bytes) -> dict[str, Any] | tuple[str, str]:
         return "not_json", f"not JSON ({str(exc).split(':')[0]})"
     if not isinstance(value, dict):
         return "not_trail", f"not a trail (a JSON {type(value).__name__.replace('dict', 'object')})"
-    if CHECKPOINT_KEY in value:
+    if is_checkpoint(value):  # a hash-chain checkpoint written between trails
         return "checkpoint", "a checkpoint record"
     version = value.get("version")
     if "version" not in value:
