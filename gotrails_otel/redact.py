@@ -615,6 +615,8 @@ class Policy:
                 request["route"] = None  # masked below, as a template
             else:
                 route = None
+        if type(request) is dict and "arg_names" in request:  # a task run's positional arguments
+            trail["request"] = self._mask_named_args(request, counts)
         for key in ("request", "response", "metadata"):
             if key in trail:
                 trail[key] = self._walk(trail[key], (key,), depth, counts)
@@ -633,6 +635,8 @@ class Policy:
                 kind = item.get("type")
                 if kind == "cache":
                     self._mask_cache(item, counts)
+                elif type(item.get("request")) is dict and "arg_names" in item["request"]:  # a task published
+                    item["request"] = self._mask_named_args(item["request"], counts)
                 elif kind == "http" and isinstance(item.get("request"), dict):
                     url = item["request"].get("url")
                     if isinstance(url, str):
@@ -708,8 +712,6 @@ class Policy:
                 statement = value.pop("query")
                 clean_statements: set[str] = self._clean_statements  # type: ignore[attr-defined]
                 result["query"] = statement if statement in clean_statements else self._statement(statement, counts)
-            elif "arg_names" in value:
-                value = self._mask_named_args(value, counts)
             items = value.items()
             if len(value) > self.max_items:
                 items = list(items)[: self.max_items]
@@ -942,7 +944,7 @@ class Policy:
         name = request.get("command")
         if not isinstance(name, str) or "commands" in request:  # a pipeline: its commands are masked one by one
             return
-        if " " in name.strip():
+        if " " in name and name.strip().count(" ") >= 1:
             # redis-py sends some commands as one two-word name ("CONFIG SET", "ACL SETUSER"): the recorded key is
             # then the first argument. Masked as CONFIG / SET / [key, *args], and written back.
             command, subcommand = name.split(None, 1)
@@ -1024,7 +1026,15 @@ class Policy:
 
     def _redis_key(self, key: str) -> bool:
         """Whether a Redis key names a secret: one of its ``:``/``.``/``/`` segments is a sensitive key."""
-        return any(self.is_sensitive(segment) for segment in _REDIS_KEY_SEGMENTS.split(key) if segment)
+        known = self._sensitive_cache.get  # type: ignore[attr-defined]
+        for segment in key.replace(".", ":").replace("/", ":").split(":"):
+            if segment:
+                sensitive = known(segment)
+                if sensitive is None:
+                    sensitive = self.is_sensitive(segment)
+                if sensitive:
+                    return True
+        return False
 
     def _config_secret(self, name: str) -> bool:
         return name.lower() in _CONFIG_SECRETS or self.is_sensitive(name)
