@@ -161,7 +161,6 @@ _PAIR_REPLIES = frozenset(
     {"HGETALL", "HRANDFIELD", "XRANGE", "XREVRANGE", "XREAD", "XREADGROUP", "XCLAIM", "XAUTOCLAIM", "XINFO"}
 )
 _ACL_RULE = re.compile(r"(?<!\S)[#>!<]\S+")
-_REDIS_KEY_SEGMENTS = re.compile(r"[:./]")
 # Characters read as their ASCII twins in text (one for one, so that positions hold): full-width forms, digits of
 # other scripts, Unicode spaces, zero-width characters (as "-", a separator inside keys and card numbers) and dashes.
 _FOLDABLE = re.compile(
