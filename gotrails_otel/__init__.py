@@ -1,8 +1,12 @@
 """gotrails-otel: one request, one audit trail, folded from OpenTelemetry spans.
 
-Add :class:`TrailProcessor` to a TracerProvider; every request (a local root span of kind SERVER or CONSUMER)
-becomes one JSON trail holding its request and response, internal steps, integrations, errors and metadata,
-flushed once through a :class:`TrailExporter` (by default the configured OpenTelemetry logs exporter).
+Every request (a local root span of kind SERVER or CONSUMER) becomes one JSON trail holding its request and
+response, internal steps, integrations, errors and metadata, flushed once through a :class:`TrailExporter` (by
+default the configured OpenTelemetry logs exporter). Three ways in: run the service under
+``opentelemetry-instrument`` (nothing to import), call :func:`instrument` in an existing OpenTelemetry setup, or add
+a :class:`TrailProcessor` to a TracerProvider yourself. The API (:func:`step`, :func:`integration`,
+:func:`set_metadata`, :func:`record_error`) adds detail to the current trail; :mod:`gotrails_otel.testing` captures
+trails in your own tests.
 """
 
 from __future__ import annotations

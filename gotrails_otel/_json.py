@@ -9,6 +9,8 @@ from typing import Any
 
 import orjson
 
+from .maskrules import CUT_MARK
+
 MAX_DEPTH = 32
 DEPTH_MARKER = "[gotrails: nested too deep]"
 
@@ -34,7 +36,7 @@ def json_safe(value: Any, depth: int = MAX_DEPTH) -> Any:
         try:
             converted = to_json(value)
         except Exception as exc:  # a payload that cannot be decoded is marked, never fatal for the trail
-            return {"$error": f"{type(exc).__name__}: {exc}"[:256]}
+            return {"$error": _cut(f"{type(exc).__name__}: {exc}")}
         return json_safe(converted, depth - 1)
     if isinstance(value, Mapping):
         return {_key(k): json_safe(v, depth - 1) for k, v in value.items()}
@@ -67,7 +69,12 @@ def _safe_repr(value: Any) -> str:
         text = repr(value)
     except Exception as exc:  # a user object whose __repr__ fails must not break the trail
         text = f"<unrepresentable {type(value).__name__}: {type(exc).__name__}>"
-    return text[:256]
+    return _cut(text)
+
+
+def _cut(text: str, limit: int = 256) -> str:
+    """``text`` cut at ``limit`` characters, marked ``…`` when cut (the policy masks what the cut left of a secret)."""
+    return text if len(text) <= limit else text[:limit] + CUT_MARK
 
 
 def dumps(document: Any) -> bytes:

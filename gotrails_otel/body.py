@@ -4,19 +4,23 @@ JSON, ``application/x-www-form-urlencoded`` and ``multipart/form-data`` bodies b
 policy masks them by key. A body cut at ``GOTRAILS_MAX_BODY_BYTES`` keeps its structure too: the kept prefix of a
 JSON body is parsed tolerantly (``jiter``'s partial mode), a cut form or multipart body is parsed up to the cut, and
 the result is marked ``{"$truncated": {"size", "kept", "value"}}``; other cut bodies keep their text
-(``{"$truncated": {"size", "kept", "text"}}``). File parts of a multipart body are recorded as
+(``{"$truncated": {"size", "kept", "text"}}``). The value the cut went through (a string or a number) and a kept text
+end with ``…`` (:data:`~gotrails_otel.maskrules.CUT_MARK`), so that the policy masks what the cut left of a secret
+(half a card number, a token without its end). File parts of a multipart body are recorded as
 ``{"filename", "content_type", "size"}``, never with their content.
 """
 
 from __future__ import annotations
 
+import re
 import zlib
 from typing import Any
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, unquote_to_bytes
 
 import orjson
 
 from ._json import binary_summary
+from .maskrules import CUT_MARK
 
 __all__ = ["decode_body"]
 
@@ -39,8 +43,15 @@ def decode_body(raw: bytes, content_type: str | None, content_encoding: str | No
         if inflated is None:
             return {"$undecodable": {"encoding": encoding, **binary_summary(raw)["$binary"]}}
         raw = inflated
+    kept = len(raw)
     mime, params = _content_type(content_type)
     charset = params.get("charset", "utf-8")
+    if "charset" not in params and (raw[:1] in (b"\xff", b"\xfe", b"\x00") or raw[1:2] == b"\x00"):
+        wide = _utf16_or_32(raw)
+        if wide is not None:  # UTF-16/32 without a charset parameter (a BOM, or JSON's NUL pattern)
+            raw = _transcoded(raw, wide, truncated)
+    if raw[:3] == b"\xef\xbb\xbf" and charset in ("utf-8", "utf8"):
+        raw = raw[3:]  # a UTF-8 byte-order mark (Windows clients) before JSON or a form
     json_like = mime.endswith("json") or (not mime and raw[:1] in (b"{", b"["))
     if truncated:
         value: Any = _NOTHING
@@ -49,12 +60,13 @@ def decode_body(raw: bytes, content_type: str | None, content_encoding: str | No
                 value = _partial_json(raw)
             elif mime == "application/x-www-form-urlencoded":
                 text = _text(raw, charset, partial=True)
-                value = dict(_form(text)) if isinstance(text, str) else _NOTHING
+                value = _mark_last(dict(_form(text))) if isinstance(text, str) else _NOTHING
             elif mime == "multipart/form-data":
-                value = _multipart(raw, params.get("boundary"), charset)
+                value = _multipart(raw, params.get("boundary"), charset, cut=True)
         if value is not _NOTHING:
-            return {"$truncated": {"size": total, "kept": len(raw), "value": value}}
-        return {"$truncated": {"size": total, "kept": len(raw), "text": _text(raw, charset, partial=True)}}
+            return {"$truncated": {"size": total, "kept": kept, "value": value}}
+        text = _text(raw, charset, partial=True)
+        return {"$truncated": {"size": total, "kept": kept, "text": text + CUT_MARK if isinstance(text, str) else text}}
     if json_like:
         try:
             return orjson.loads(raw)
@@ -82,9 +94,33 @@ def _partial_json(raw: bytes) -> Any:
     import jiter
 
     try:
-        return jiter.from_json(raw, partial_mode="trailing-strings", cache_mode="none")
+        value = jiter.from_json(raw, partial_mode="trailing-strings", cache_mode="none")
+        closed = jiter.from_json(raw, partial_mode="on", cache_mode="none")
     except ValueError:
         return _NOTHING
+    if value != closed:  # the cut went through a string: the last one is partial
+        return _mark_last(value)
+    end = raw.rstrip()[-1:]
+    if end and end[0] in _NUMBER_END:  # the cut may have gone through a number
+        return _mark_last(value, numbers=True)
+    return value
+
+
+_NUMBER_END = frozenset(b"0123456789.eE+-")
+
+
+def _mark_last(value: Any, numbers: bool = False) -> Any:
+    """``value`` with its last string (or number, when ``numbers``) marked as cut: it ends with ``…``."""
+    if isinstance(value, dict) and value:
+        last = next(reversed(value))
+        value[last] = _mark_last(value[last], numbers)
+    elif isinstance(value, list) and value:
+        value[-1] = _mark_last(value[-1], numbers)
+    elif isinstance(value, str):
+        return value + CUT_MARK
+    elif numbers and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return f"{value}{CUT_MARK}"
+    return value
 
 
 def _form(text: str) -> list[tuple[str, Any]]:
@@ -102,7 +138,7 @@ def _add(fields: dict[str, Any], key: str, value: Any) -> None:
         fields[key] = value
 
 
-def _multipart(raw: bytes, boundary: str | None, charset: str) -> Any:
+def _multipart(raw: bytes, boundary: str | None, charset: str, cut: bool = False) -> Any:
     """``multipart/form-data`` as ``{name: text}`` with file parts as ``{filename, content_type, size}``.
 
     Parsed with ``python-multipart``'s streaming parser up to the end of ``raw`` (a cut body yields the parts up to
@@ -165,6 +201,8 @@ def _multipart(raw: bytes, boundary: str | None, charset: str) -> Any:
         return fields
     if state.get("headers"):
         _finish_part(fields, state, charset, parse_options_header)  # the part the cut went through
+        if cut:
+            _mark_last(fields)
     return fields
 
 
@@ -173,8 +211,13 @@ def _finish_part(fields: dict[str, Any], state: dict[str, Any], charset: str, pa
     options = state.get("options")
     if options is None:
         _, options = parse_options(headers.get("content-disposition", b""))
-    name = options.get(b"name", b"").decode("utf-8", "replace")
+    disposition = headers.get("content-disposition", b"")
+    raw_name = options.get(b"name")
+    name = raw_name.decode("utf-8", "replace") if raw_name is not None else _extended(disposition, b"name")
     filename = options.get(b"filename")
+    if filename is None and b"filename*" in disposition.lower():
+        extended = _extended(disposition, b"filename")
+        filename = extended.encode() if extended is not None else None
     content_type = headers.get("content-type")
     if filename is not None:
         value: Any = {
@@ -182,6 +225,8 @@ def _finish_part(fields: dict[str, Any], state: dict[str, Any], charset: str, pa
             "content_type": content_type.decode("latin-1") if content_type else None,
             "size": state.get("size", 0),
         }
+    elif name is None:  # a part without a name: its size only, its content is not kept
+        value = {"size": state.get("size", 0)}
     else:
         part_charset = charset
         if content_type:
@@ -193,8 +238,24 @@ def _finish_part(fields: dict[str, Any], state: dict[str, Any], charset: str, pa
         except LookupError:
             value = data.decode("utf-8", "replace")
         if len(value) > _MULTIPART_FIELD_MAX:
-            value = value[:_MULTIPART_FIELD_MAX]
-    _add(fields, name, value)
+            value = value[:_MULTIPART_FIELD_MAX] + CUT_MARK
+    _add(fields, name if name is not None else "", value)
+
+
+_EXTENDED = re.compile(rb"""(?i)(?:^|;)\s*(?P<param>[\w-]+)\*\s*=\s*"?(?P<value>[^;"]*)""")
+
+
+def _extended(header: bytes, param: bytes) -> str | None:
+    """An RFC 2231 / 5987 extended parameter (``name*=UTF-8''pass%77ord``), which python-multipart leaves out."""
+    for match in _EXTENDED.finditer(header):
+        if match.group("param").lower() == param:
+            charset, _, rest = match.group("value").partition(b"'")
+            _, _, encoded = rest.partition(b"'")
+            try:
+                return unquote_to_bytes(encoded).decode(charset.decode("latin-1") or "utf-8", "replace")
+            except LookupError:
+                return unquote_to_bytes(encoded).decode("utf-8", "replace")
+    return None
 
 
 def _content_type(value: str | None) -> tuple[str, dict[str, str]]:
@@ -214,7 +275,7 @@ def _content_type(value: str | None) -> tuple[str, dict[str, str]]:
 
 def _text(raw: bytes, charset: str, partial: bool = False) -> Any:
     try:
-        return raw.decode(charset)
+        text = raw.decode(charset)
     except (LookupError, UnicodeDecodeError):
         if partial:
             # A cut may split a multi-byte character: keep the valid text before it.
@@ -222,6 +283,41 @@ def _text(raw: bytes, charset: str, partial: bool = False) -> Any:
             if text.isprintable() or all(ch.isprintable() or ch in "\r\n\t" for ch in text):
                 return text
         return binary_summary(raw)
+    if "\x00" in text:  # no text holds NUL characters: binary, or UTF-16/32 read as something else
+        return binary_summary(raw)
+    return text
+
+
+def _transcoded(raw: bytes, encoding: str, truncated: bool) -> bytes:
+    """``raw`` as UTF-8 when it is text in ``encoding`` (a cut may split the last character), else as it is."""
+    try:
+        text = raw.decode(encoding, "ignore" if truncated else "strict")
+    except UnicodeDecodeError:
+        return raw
+    if "\x00" in text or not all(ch.isprintable() or ch in "\r\n\t" for ch in text.lstrip("\ufeff")):
+        return raw
+    return text.lstrip("\ufeff").encode("utf-8")
+
+
+def _utf16_or_32(raw: bytes) -> str | None:
+    """The encoding of a body whose first bytes are a UTF-16/32 byte-order mark, or show NUL bytes where JSON's
+    first characters are ASCII (RFC 4627's detection)."""
+    head = raw[:4]
+    if head.startswith((b"\xff\xfe\x00\x00", b"\x00\x00\xfe\xff")):
+        return "utf-32"
+    if head.startswith((b"\xff\xfe", b"\xfe\xff")):
+        return "utf-16"
+    if len(head) < 4:
+        return None
+    if head[:3] == b"\x00\x00\x00":
+        return "utf-32-be"
+    if head[1:] == b"\x00\x00\x00":
+        return "utf-32-le"
+    if head[0] == 0 and head[2] == 0:
+        return "utf-16-be"
+    if head[1] == 0 and head[3] == 0:
+        return "utf-16-le"
+    return None
 
 
 def _inflate(raw: bytes, encoding: str) -> bytes | None:

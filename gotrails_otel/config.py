@@ -47,7 +47,7 @@ class TrailConfig:
     """Settings of a :class:`~gotrails_otel.TrailProcessor`. Immutable; build it directly or with :meth:`from_env`.
 
     Attributes:
-        enabled: when False the processor ignores every span (``GOTRAILS_ENABLED``).
+        enabled: when false the processor ignores every span (``GOTRAILS_ENABLED``).
         service_name: overrides the resource's ``service.name`` in the trail (``GOTRAILS_SERVICE``).
         environment: overrides ``deployment.environment.name`` (``GOTRAILS_ENVIRONMENT``).
         root_kinds: kinds of local root span that start a trail (``GOTRAILS_ROOT_KINDS``, e.g. ``server,consumer``).
@@ -56,8 +56,8 @@ class TrailConfig:
         max_trails: trails buffered at once; past it the oldest is flushed as incomplete (``GOTRAILS_MAX_TRAILS``).
         max_spans_per_trail: spans kept per trail; more are counted as dropped (``GOTRAILS_MAX_SPANS``).
         max_errors_per_trail: ``errors[]`` entries kept per trail (``GOTRAILS_MAX_ERRORS``).
-        exporters: exporter names (``otel``, ``stdout``, ``file``); ``None`` chooses ``otel`` when an SDK
-            LoggerProvider is configured, else ``stdout`` (``GOTRAILS_EXPORTER``, comma separated).
+        exporters: exporter names, comma separated: ``otel``, ``stdout``, ``file``; unset (``None``) chooses
+            ``otel`` when an SDK LoggerProvider is configured, else ``stdout`` (``GOTRAILS_EXPORTER``).
         file_path: where the ``file`` exporter appends JSON lines (``GOTRAILS_FILE``).
         max_body_bytes: bytes kept of each captured body; the rest is counted, never held
             (``GOTRAILS_MAX_BODY_BYTES``).
@@ -78,27 +78,26 @@ class TrailConfig:
             …: personal data); off by default, so they are kept (``GOTRAILS_MASK_CLIENT_IP``).
         headers_allow / headers_deny: HTTP headers to add to the allow-list (``*`` keeps all) or to drop
             (``GOTRAILS_HEADERS_ALLOW``, ``GOTRAILS_HEADERS_DENY``).
-        max_depth, max_items, max_string_length: structure limits inside payloads (``GOTRAILS_MAX_DEPTH``,
-            ``GOTRAILS_MAX_ITEMS``, ``GOTRAILS_MAX_STRING``).
+        max_depth, max_items, max_string_length: structure limits inside payloads: nesting depth, items per list or
+            object, characters per string (``GOTRAILS_MAX_DEPTH``, ``GOTRAILS_MAX_ITEMS``, ``GOTRAILS_MAX_STRING``).
         max_trail_bytes: total serialised size of a trail; the largest payloads are trimmed first
             (``GOTRAILS_MAX_TRAIL_BYTES``).
         max_buffer_bytes: estimated bytes that the trails in flight may hold together (spans, payloads, bodies);
-            past it the oldest trail is flushed as incomplete, reason ``memory`` (``GOTRAILS_MAX_BUFFER_BYTES``,
-            default 128 MiB).
+            past it the oldest trail is flushed as incomplete, reason ``memory``; flushed trails waiting for the fold
+            may hold as much again (``GOTRAILS_MAX_BUFFER_BYTES``).
         export_timeout_ms: deadline of each export (and of the exporter's flush); an exporter that has not returned
-            by then is abandoned to its thread and the failure counted (``GOTRAILS_EXPORT_TIMEOUT_MS``, default 10 s).
+            by then is abandoned to its thread and the failure counted (``GOTRAILS_EXPORT_TIMEOUT_MS``).
         export_queue_size, export_queue_bytes: sealed trails waiting for the exporter, by count and by bytes of
-            JSON; what does not fit is dropped and counted, never held (``GOTRAILS_EXPORT_QUEUE_SIZE``, default 2048;
-            ``GOTRAILS_EXPORT_QUEUE_BYTES``, default 64 MiB).
+            JSON; what does not fit is dropped and counted, never held (``GOTRAILS_EXPORT_QUEUE_SIZE``,
+            ``GOTRAILS_EXPORT_QUEUE_BYTES``).
         shutdown_timeout_ms: the longest ``shutdown()`` waits to seal and export what is left
-            (``GOTRAILS_SHUTDOWN_TIMEOUT_MS``, default 10 s).
+            (``GOTRAILS_SHUTDOWN_TIMEOUT_MS``).
         flush_on_sigterm: on ``SIGTERM`` with no handler of the application's (or when a server such as uvicorn
             re-raises it after its graceful shutdown), shut the processors down before the process ends, so answered
-            requests keep their trails (``GOTRAILS_FLUSH_ON_SIGTERM``, default true).
+            requests keep their trails (``GOTRAILS_FLUSH_ON_SIGTERM``).
         file_max_bytes: rotate the ``file`` exporter's file before it would grow past this size; 0 never rotates
             (``GOTRAILS_FILE_MAX_BYTES``).
-        file_backups: rotated files kept, ``path.1`` (newest) to ``path.N`` (oldest) (``GOTRAILS_FILE_BACKUPS``,
-            default 5).
+        file_backups: rotated files kept, ``path.1`` (newest) to ``path.N`` (oldest) (``GOTRAILS_FILE_BACKUPS``).
         sample_ratio: fraction of trails kept, decided from the OTel trace id exactly as the SDK's
             ``TraceIdRatioBased`` sampler decides at the same ratio (``GOTRAILS_SAMPLE_RATIO``, 0..1).
         keep_errors: always keep trails with errors, whatever the ratio (``GOTRAILS_KEEP_ERRORS``).
@@ -110,7 +109,7 @@ class TrailConfig:
         hmac_key: key of the HMAC-SHA256 chain, at least 16 bytes (``GOTRAILS_HMAC_KEY``, its UTF-8 bytes, or
             ``GOTRAILS_HMAC_KEY_FILE``, the file's bytes without a final newline); without it the chain uses plain
             SHA-256. Never shown in ``repr``, logs or output.
-        hmac_key_id: names the key in every record, for key rotation (``GOTRAILS_HMAC_KEY_ID``; ``default``).
+        hmac_key_id: names the key in every record, for key rotation; ``default`` when unset (``GOTRAILS_HMAC_KEY_ID``).
         checkpoint_interval_s: a signed checkpoint of the chain's head is emitted at most this long after a trail
             was stamped, and at shutdown; 0 emits it at shutdown only (``GOTRAILS_CHECKPOINT_INTERVAL_S``).
         metadata_on_span: also put ``set_metadata`` fields, masked, on the request's root span as

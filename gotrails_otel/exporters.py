@@ -44,6 +44,7 @@ __all__ = [
 ]
 
 EVENT_NAME = "gotrails.trail"
+"""The event name of the OpenTelemetry log record that carries a trail."""
 _log = logging.getLogger("gotrails_otel")
 
 

@@ -42,7 +42,8 @@ _SQL_TABLE = re.compile(
 )
 _T = TypeVar("_T")
 _EMPTY: Mapping[str, Any] = MappingProxyType({})
-_SQL_FIRST_WORD = re.compile(r"\s*(?:/\*.*?\*/\s*)*([A-Za-z]+)", re.DOTALL)
+# Leading /* comments */ skipped; each comment matched one way only (no nested quantifier to backtrack through).
+_SQL_FIRST_WORD = re.compile(r"\A\s*(?:/\*[^*]*\*+(?:[^/*][^*]*\*+)*/\s*)*([A-Za-z]+)")
 
 
 @dataclass(frozen=True)

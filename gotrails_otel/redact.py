@@ -25,21 +25,24 @@ its total size.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import logging
 import re
 import threading
+import unicodedata
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import unquote_plus
 
 import orjson
 
 from . import maskrules
 from ._json import dumps
-from .maskrules import CLIENT_IP_HEADERS, DETECTORS, DRIVER_DUMPS, EXEMPT_KEYS, luhn_valid
+from .maskrules import CLIENT_IP_HEADERS, CUT_MARK, CUT_URL, DETECTORS, DRIVER_DUMPS, EXEMPT_KEYS, luhn_valid
 from .sqlmask import SqlMask, analyse, mask_literals
-from .urls import mask_query, mask_url, mask_urls_in_text
+from .urls import ENCODED, mask_encoded, mask_query, mask_url, mask_urls_in_text
 
 __all__ = [
     "DEFAULT_ALLOWED_HEADERS",
@@ -107,20 +110,37 @@ DEFAULT_ALLOWED_HEADERS: frozenset[str] = frozenset(
 (``dropped.headers``)."""
 
 _NORMALISE = re.compile(r"[\s\-_.]+")
-# key=value / "key": value / key: value inside text; the key is tested with Policy.is_sensitive. A value may be a
-# quoted string, an opening bracket (the whole bracketed value is masked) or a bare word.
+# key=value / "key": value / key: value / key => value inside text; the key is tested with Policy.is_sensitive. A key
+# starts where a word starts (after an escape such as \n or after "--" too), so that a long word is scanned once, not
+# from every character; it may be quoted, also with escaped quotes (JSON inside a JSON string: \"key\": \"value\").
+# A value may be a quoted string (JSON, escaped JSON, 'SQL''s', b'bytes'), an opening bracket (the whole bracketed
+# value is masked) or a bare word.
+_KEY_EXTRA = "\u00ad\u200b-\u200f\u2010-\u2015\u2060\ufeff"  # format characters and dashes inside a key
+_KEY = rf"(?:\d*[^\W\d]|\\u[0-9A-Fa-f]{{4}})(?:[\w.\-\[\]%{_KEY_EXTRA}]|\\u[0-9A-Fa-f]{{4}}){{0,127}}"
 _PAIR = re.compile(
-    r"""(?P<lead>(?P<q>["']?)(?P<key>[A-Za-z_][\w.\-\[\]%]{0,63})(?P=q)\s*[:=]\s*)"""
-    r"""(?P<value>"(?:[^"\\]|\\.)*"?|'[^']*'?|[{\[]|[^\s&,;"'}\]]+)"""
+    r"""(?P<lead>(?:(?<=\\[nrt])|(?<=--)|(?<![\w.\-\[\]%\\])|(?<![\w\\])(?=[bu]?['"]))(?:[bu](?='))?"""
+    rf"""(?P<q>\\{{1,3}}"|["']|)(?P<key>{_KEY})(?P=q)\s*(?:=>|[:=](?!>))\s*)"""
+    r"""(?P<value>"(?:[^"\\]|\\.)*"?|\\{1,3}"[^"]*"?|[bBuUrR]?'(?:[^'\\]|\\.|'')*'?|[{\[]"""
+    r"""|(?:[^\s&,;"'}\]\\]|\\(?![nrt"\\]))+)"""
 )
 _ENTRY_PAYLOAD = ("request", "response", "metadata", "error")
 _RESERVE = 256
 _CLEAN_TEXT_MAX = 512
 _CLEAN_CACHE_SIZE = 4096
+_KEY_CACHE_SIZE = 8192
+_CUT_WINDOW = 4096  # characters before the end of a cut text in which a cut secret is looked for
 _SQL_CACHE_SIZE = 2048
-_NESTED_MAX = 2  # levels of JSON inside a string inside JSON that are masked as structure
+_NESTED_MAX = 4  # levels of text inside text (JSON, base64 of JSON, percent-encoding) that are looked into
 _PAYLOAD_KEYS = ("body", "message", "value", "args", "key", "messages", "commands", "replies")
 _SQL_PLACEHOLDER = re.compile(r"\?|%s|\$\d+|:\w+|%\(\w+\)s")
+_NAMED_GROUP = re.compile(r"\(\?P<([A-Za-z_]\w*)>")
+# A route parameter: {name} / {name:converter} (Starlette, FastAPI), <name> / <converter:name> (Flask, Werkzeug).
+_ROUTE_PARAMETER = re.compile(
+    r"\{(?P<name>[A-Za-z_]\w*)(?::(?P<converter>[^}]*))?\}"
+    r"|<(?:(?P<flask_converter>[A-Za-z_]\w*)(?:\([^)>]*\))?:)?(?P<flask_name>[A-Za-z_]\w*)>"
+)
+_QUOTES = frozenset({'"', "'", "\\"})
+_GRAPHQL_BINDING = re.compile(r"(?<!\w)(?P<argument>[A-Za-z_]\w*)\s*:\s*\$(?P<variable>[A-Za-z_]\w*)")
 _CARD_INT_MIN = 10**12  # the smallest 13-digit number
 _CARD_INT_MAX = 10**19
 _REDACTED = "\x00"  # prefix of the redaction counts inside the walk's one counter dict
@@ -129,10 +149,37 @@ _SECRET_COMMANDS = frozenset({"AUTH"})
 _CONFIG_SECRETS = frozenset({"requirepass", "masterauth", "tls-key-file-pass", "tls-client-key-file-pass"})
 _HASH_SETS = frozenset({"HSET", "HMSET", "HSETNX"})
 _HASH_GETS = frozenset({"HGET", "HMGET", "HGETDEL"})
-_STRING_COMMANDS = frozenset(
-    {"SET", "SETNX", "SETEX", "PSETEX", "GETSET", "GET", "GETDEL", "GETEX", "APPEND", "SETRANGE", "GETRANGE"}
+_CONFIG_SETS = frozenset({("CONFIG", "SET"), ("SENTINEL", "SET"), ("SENTINEL", "CONFIG")})
+_SCRIPT_COMMANDS = frozenset({"EVAL", "EVALSHA", "EVAL_RO", "EVALSHA_RO", "FCALL", "FCALL_RO"})
+# Commands whose recorded "key" is no key (a subcommand, a host, a script, a protocol version).
+_NOT_A_KEY = frozenset(
+    {"AUTH", "HELLO", "MIGRATE", "ACL", "CONFIG", "SENTINEL", "CLIENT", "SCRIPT", "FUNCTION", "CLUSTER", "COMMAND"}
+    | _SCRIPT_COMMANDS
 )
-_REDIS_KEY_SEGMENTS = re.compile(r"[:./]")
+# Replies that are field/value pairs.
+_PAIR_REPLIES = frozenset(
+    {"HGETALL", "HRANDFIELD", "XRANGE", "XREVRANGE", "XREAD", "XREADGROUP", "XCLAIM", "XAUTOCLAIM", "XINFO"}
+)
+_ACL_RULE = re.compile(r"(?<!\S)[#>!<]\S+")
+# Characters read as their ASCII twins in text (one for one, so that positions hold): full-width forms, digits of
+# other scripts, Unicode spaces, zero-width characters (as "-", a separator inside keys and card numbers) and dashes.
+_FOLDABLE = re.compile(
+    r"[\uff01-\uff5e\u00a0\u2000-\u200d\u2010-\u2015\u202f\u205f\u2060\u2212\u3000\ufeff]|(?![0-9])\d"
+)
+_TEXT_FOLD: dict[int, str | int] = {
+    **{code: code - 0xFEE0 for code in range(0xFF01, 0xFF5F)},
+    **dict.fromkeys((0x00A0, *range(0x2000, 0x200B), 0x202F, 0x205F, 0x3000), " "),
+    **dict.fromkeys((*range(0x200B, 0x200E), 0x2060, 0xFEFF, *range(0x2010, 0x2016), 0x2212), "-"),
+}
+_OTHER_DIGIT = re.compile(r"(?![0-9])\d")
+# base64 of '{"', '[{', '["', '{ "', '{\n', '[\n' (standard and URL-safe alphabets)
+_BASE64_JSON = frozenset({"eyJ", "W3s", "WyJ", "eyA", "ewo", "Wwo"})
+_BASE64 = re.compile(r"[A-Za-z0-9+/]{8,}={0,2}|[A-Za-z0-9_\-]{8,}={0,2}")
+_RAW_STRUCTURE = re.compile(r"""[\s=&{}\[\]"':/@]""")
+_T = TypeVar("_T")
+# An XML or HTML tag: opening (with attributes, maybe empty "/>") or closing.
+_TAG = re.compile(r"<(?P<close>/?)(?P<name>[A-Za-z_][\w.:\-]{0,127})(?P<attrs>(?:\s[^<>]*?)?)(?P<empty>/?)>")
+_ATTR = re.compile(r"""(?<![\w:.\-])(?P<attr>[\w:.\-]+)\s*=\s*(?P<value>"[^"]*"|'[^']*'|[^\s"'>]+)""")
 
 
 def normalise_key(key: str) -> str:
@@ -193,12 +240,17 @@ class Policy:
         object.__setattr__(self, "_exact", frozenset(k for k in self.keys if k in exact or k in words))
         object.__setattr__(self, "_exempt", frozenset(EXEMPT_KEYS) - self.keys)
         object.__setattr__(self, "_sensitive_cache", {})
+        object.__setattr__(self, "_keys", {})  # object keys with nothing to mask in their text -> sensitive
         object.__setattr__(self, "_clean", set())
+        object.__setattr__(self, "_clean_statements", set())  # statements with nothing to mask
+        object.__setattr__(self, "_routes", {})  # route template -> its pattern and parameter names
         object.__setattr__(self, "_sql_cache", {})
         object.__setattr__(self, "_nesting", threading.local())
         detectors, custom = _compile(self.patterns)
         object.__setattr__(self, "_gated", tuple(d for d in detectors if d.hints))
         object.__setattr__(self, "_ungated", (*[d for d in detectors if not d.hints], *custom))
+        cuts = [d.cut for d in DETECTORS if d.cut and self.patterns.get(d.name) == d.pattern]
+        object.__setattr__(self, "_cut_tail", re.compile(f"(?:{'|'.join([*cuts, CUT_URL])})(?={CUT_MARK}\\Z)"))
         gate = _gate({h for d in detectors for h in d.hints})
         object.__setattr__(self, "_gate", gate)
         object.__setattr__(self, "_gate_min", min((len(h) for d in detectors for h in d.hints), default=0))
@@ -218,6 +270,8 @@ class Policy:
     def _classify(self, key: str) -> bool:
         if "%" in key or "+" in key:
             key = unquote_plus(key)
+        if not key.isascii():
+            key = maskrules.fold_key(key)
         norm = normalise_key(key)
         if norm in self._exempt:  # type: ignore[attr-defined]
             return False
@@ -245,7 +299,7 @@ class Policy:
         if text in clean:
             return text
         masked = self._mask_text(text, counts)
-        if masked is text and len(text) <= _CLEAN_TEXT_MAX:
+        if masked is text and len(text) <= _CLEAN_TEXT_MAX and self._top_level():
             # Statements, URLs and names repeat from request to request. Only text with nothing to mask is
             # remembered, so no secret is kept around by this.
             if len(clean) >= _CLEAN_CACHE_SIZE:
@@ -253,31 +307,68 @@ class Policy:
             clean.add(text)
         return masked
 
-    def _mask_text(self, text: str, counts: dict[str, int]) -> str:
+    def _mask_text(self, text: str, counts: dict[str, int], statement: bool = False) -> str:
+        """``text`` masked; a ``statement`` (SQL, a GraphQL document) has its placeholders and variables kept and is
+        not read for password phrases (``SET password = CASE WHEN …`` is no phrase)."""
+        if not text.isascii() and _FOLDABLE.search(text):
+            # Full-width forms, other scripts' digits, Unicode spaces and dashes are read as their ASCII twins
+            # (a card number typed with a Japanese input method); when anything is masked, the folded text is kept.
+            folded = _fold_text(text)  # nothing foldable is left in it: masked once more, as ASCII text
+            masked = self._mask_text(folded, counts, statement)
+            return text if masked is folded else masked
         original = text
+        if text[-1] == CUT_MARK:
+            text = self._cut(text, counts)
         first = text[0]
         if (first == "{" or first == "[") and text[-1] in "}]":
             nested = self._nested(text, counts)
             if nested is not None:
                 return nested
-        if "://" in text:
-            text = mask_urls_in_text(text, self.is_sensitive, lambda kind: _redacted(counts, kind))
+        elif first in "eWw" and text[:3] in _BASE64_JSON and _BASE64.fullmatch(text):
+            decoded = self._base64(text, counts)
+            if decoded is not None:
+                return decoded
+        if "%" in text and not _RAW_STRUCTURE.search(text):
+            # A value percent-encoded whole (%7B%22password%22…, https%3A%2F%2Fu%3Apw%40h): masked decoded.
+            encoded = self._deeper(lambda: mask_encoded(text, lambda inner: self._text(inner, counts)))
+            if encoded is not None:
+                return encoded
+            if getattr(self._nesting, "level", 0) >= _NESTED_MAX and ENCODED.search(text):  # type: ignore[attr-defined]
+                _redacted(counts, "nested")
+                return MASK  # encoded deeper than it is looked into: not kept
+        if "//" in text:
+            text = mask_urls_in_text(
+                text, self.is_sensitive, lambda kind: _redacted(counts, kind), self._masker(counts)
+            )
         size = len(text)
         gate = self._gate  # type: ignore[attr-defined]
         if gate is not None and size >= self._gate_min:  # type: ignore[attr-defined]
             hits = gate.findall(text.lower())
             if hits:
                 for detector in self._gated:  # type: ignore[attr-defined]
+                    if statement and detector.kind == "password_phrase":
+                        continue
                     if any(h in hits for h in detector.hints) and detector.regex.search(text):
                         text = self._detect(detector, text, counts)
         for detector in self._ungated:  # type: ignore[attr-defined]
             if detector.regex.search(text):
                 text = self._detect(detector, text, counts)
+        if "<" in text and not statement:
+            text = self._markup(text, counts)
         if "=" in text or ":" in text:
-            if "&" in text and " " not in text and "://" not in text:
-                text = mask_query(text, self.is_sensitive, lambda kind: _redacted(counts, kind))
-            text = self._pairs(text, counts)
+            if "&" in text and " " not in text and "://" not in text and not statement:
+                text = mask_query(text, self.is_sensitive, lambda kind: _redacted(counts, kind), self._masker(counts))
+            text = self._pairs(text, counts, statement)
         return original if text == original else text
+
+    def _cut(self, text: str, counts: dict[str, int]) -> str:
+        """A cut text (ending with ``…``) with what the cut left of a secret at its end masked: the start of a card
+        number or of a token, a URL cut inside its authority (each detector's ``cut`` expression)."""
+        tail = self._cut_tail.search(text, max(0, len(text) - _CUT_WINDOW))  # type: ignore[attr-defined]
+        if tail is None:
+            return text
+        _redacted(counts, "cut")
+        return f"{text[: tail.start()]}{MASK}{CUT_MARK}"
 
     def _detect(self, detector: _Detector, text: str, counts: dict[str, int]) -> str:
         check = detector.check
@@ -296,9 +387,10 @@ class Policy:
 
         return detector.regex.sub(replace, text)
 
-    def _pairs(self, text: str, counts: dict[str, int]) -> str:
+    def _pairs(self, text: str, counts: dict[str, int], statement: bool = False) -> str:
         """Sensitive ``key=value`` / ``"key": value`` pairs masked; a bracketed value is masked whole (to the end of
-        the text when it is cut)."""
+        the text when it is cut). In a ``statement`` only quoted values are masked (``password = md5(%s)``,
+        ``login(password: $p)`` name a function or a variable, and SQL literals are masked by binding)."""
         pieces: list[str] = []
         last = 0
         position = 0
@@ -309,8 +401,16 @@ class Policy:
                 break
             value = match.group("value")
             position = match.end()
-            if not self.is_sensitive(match.group("key")) or _SQL_PLACEHOLDER.fullmatch(value) or value == MASK:
-                if value[:1] in ("{", "[", '"', "'"):
+            key = match.group("key")
+            if "\\u" in key:  # a non-ASCII key as JSON escapes it (Python's json.dumps does by default)
+                key = _unescape(key)
+            if (
+                not self.is_sensitive(key)
+                or _SQL_PLACEHOLDER.fullmatch(value)
+                or value == MASK
+                or (statement and value[:1] not in _QUOTES)
+            ):
+                if value[:1] in _OPENERS or value[1:2] == "'":
                     position = match.start("value") + 1  # look for pairs inside the brackets or the quotes
                 continue
             start = match.start("value")
@@ -319,9 +419,8 @@ class Policy:
                 masked = MASK
             else:
                 end = match.end()
-                quote = value[0] if value[:1] in ('"', "'") else ""
-                masked = f"{quote}{MASK}{quote}"
-                if quote and value[1:-1] == MASK:
+                masked = _masked_value(value)
+                if masked == value:
                     continue
             pieces.append(text[last:start])
             pieces.append(masked)
@@ -332,26 +431,130 @@ class Policy:
         pieces.append(text[last:])
         return "".join(pieces)
 
-    def _nested(self, text: str, counts: dict[str, int]) -> str | None:
-        """A string that is itself JSON, masked as structure; ``None`` when it is not JSON (or nested too deep)."""
+    def _markup(self, text: str, counts: dict[str, int]) -> str:
+        """XML and HTML: the content of an element whose name is sensitive (``<wsse:Password>…</wsse:Password>``,
+        ``<credentials><key>…</key></credentials>``) masked whole, to its closing tag or to the end of the text
+        when it is cut; and the ``value``/``content`` of an ``<input>`` or ``<meta>`` whose ``name``, ``id`` or
+        ``property`` is sensitive (``<input name="csrf_token" value="…">``, ``<meta name="csrf-token" …>``)."""
+        pieces: list[str] = []
+        last = 0
+        position = 0
+        size = len(text)
+        search = _TAG.search
+        while position < size:
+            tag = search(text, position)
+            if tag is None:
+                break
+            position = tag.end()
+            name = tag.group("name")
+            if tag.group("close"):
+                continue
+            attrs = tag.group("attrs")
+            if attrs and "=" in attrs and name.lower() in ("input", "meta"):
+                masked_attrs = self._form_control(attrs, counts)
+                if masked_attrs is not attrs:
+                    pieces.append(text[last : tag.start("attrs")])
+                    pieces.append(masked_attrs)
+                    last = tag.end("attrs")
+                continue
+            if tag.group("empty") or not self.is_sensitive(name.rpartition(":")[2]):
+                continue
+            closing = text.find(f"</{name}", position)
+            if closing != -1:
+                end = closing
+            elif text[-1] == CUT_MARK:
+                end = size  # cut before the element closed: masked to the end
+            else:  # never closed (not XML after all, or HTML): its text up to the next tag
+                following = text.find("<", position)
+                end = size if following == -1 else following
+            content = text[position:end]
+            if content and content != MASK and content != CUT_MARK:
+                pieces.append(text[last:position])
+                pieces.append(MASK if closing != -1 or text[-1] != CUT_MARK else MASK + CUT_MARK)
+                last = end
+                _redacted(counts, "markup")
+            position = end
+        if not pieces:
+            return text
+        pieces.append(text[last:])
+        return "".join(pieces)
+
+    def _form_control(self, attrs: str, counts: dict[str, int]) -> str:
+        found = {m.group("attr").lower(): m for m in _ATTR.finditer(attrs)}
+        named = any(
+            key in found and self.is_sensitive(found[key].group("value").strip("\"'"))
+            for key in ("name", "id", "property")
+        )
+        value = found.get("value") or found.get("content")
+        if not named or value is None or value.group("value").strip("\"'") in ("", MASK):
+            return attrs
+        _redacted(counts, "markup")
+        quote = value.group("value")[0] if value.group("value")[0] in "\"'" else ""
+        return f"{attrs[: value.start('value')]}{quote}{MASK}{quote}{attrs[value.end('value') :]}"
+
+    def _deeper(self, mask: Callable[[], _T]) -> _T | None:
+        """``mask()`` one level deeper into text inside text (JSON, base64, percent-encoding), or ``None`` past
+        :data:`_NESTED_MAX` levels."""
         local = self._nesting  # type: ignore[attr-defined]
         level = getattr(local, "level", 0)
         if level >= _NESTED_MAX:
             return None
+        local.level = level + 1
+        try:
+            return mask()
+        finally:
+            local.level = level
+
+    def _top_level(self) -> bool:
+        """Whether masking is outside any text inside text: only there is a text with nothing to mask remembered as
+        such (deeper, a text is not looked into as far, so it may hold what the top level would mask)."""
+        return not getattr(self._nesting, "level", 0)  # type: ignore[attr-defined]
+
+    def _masker(self, counts: dict[str, int]) -> Callable[[str], str]:
+        """The text masker for decoded values (percent-encoded query parameters), one level deeper."""
+
+        def mask(inner: str) -> str:
+            masked = self._deeper(lambda: self._text(inner, counts))
+            return inner if masked is None else masked
+
+        return mask
+
+    def _nested(self, text: str, counts: dict[str, int]) -> str | None:
+        """A string that is itself JSON, masked as structure (whole past :data:`_NESTED_MAX` levels); ``None`` when
+        it is not JSON."""
         try:
             parsed = orjson.loads(text)
         except orjson.JSONDecodeError:
             return None
         if not isinstance(parsed, (dict, list)):
             return None
-        local.level = level + 1
-        try:
-            walked = self._walk(parsed, (), self.max_depth - 1, counts)
-        finally:
-            local.level = level
+        walked = self._deeper(lambda: self._walk(parsed, (), self.max_depth - 1, counts))
+        if walked is None:
+            _redacted(counts, "nested")
+            return MASK  # JSON nested deeper than it is looked into: not kept
         if walked == parsed:
             return text
         return dumps(walked).decode()
+
+    def _base64(self, text: str, counts: dict[str, int]) -> str | None:
+        """A string that is base64 of a JSON object or array (a Pub/Sub message's data, a state parameter), masked
+        as structure and encoded again; ``None`` when it is not (or nothing in it is masked)."""
+        urlsafe = "-" in text or "_" in text
+        try:
+            raw = (base64.urlsafe_b64decode if urlsafe else base64.b64decode)(text + "=" * (-len(text) % 4))
+            parsed = orjson.loads(raw)
+        except (binascii.Error, ValueError):
+            return None
+        if not isinstance(parsed, (dict, list)):
+            return None
+        walked = self._deeper(lambda: self._walk(parsed, (), self.max_depth - 1, counts))
+        if walked is None:
+            _redacted(counts, "nested")
+            return MASK  # JSON encoded deeper than it is looked into: not kept
+        if walked == parsed:
+            return None
+        encoded = (base64.urlsafe_b64encode if urlsafe else base64.b64encode)(dumps(walked)).decode()
+        return encoded.rstrip("=") if not text.endswith("=") else encoded
 
     def _driver(self, text: str, counts: dict[str, int]) -> str:
         low = text.lower()
@@ -399,11 +602,27 @@ class Policy:
         entry = trail.get("entry")
         is_http = isinstance(entry, dict) and entry.get("kind") == "http"
         request = trail.get("request")
-        if is_http and isinstance(request, dict) and isinstance(request.get("query"), str):
-            request["query"] = self._query(request["query"], counts)
+        route = None
+        if is_http and type(request) is dict:
+            if type(request.get("query")) is str:
+                request["query"] = self._query(request["query"], counts)
+            route = request.get("route")
+            if type(route) is str:
+                path = request.get("path")
+                if type(path) is str and ("{" in route or "<" in route):
+                    request["path"] = self._path(path, route, counts)
+                request["route"] = None  # masked below, as a template
+            else:
+                route = None
+        if type(request) is dict and "arg_names" in request:  # a task run's positional arguments
+            trail["request"] = self._mask_named_args(request, counts)
         for key in ("request", "response", "metadata"):
             if key in trail:
                 trail[key] = self._walk(trail[key], (key,), depth, counts)
+        if route is not None:
+            # A route is a template from the application's code (/reset/<string:token>), not text to read for pairs
+            # or markup: only secrets that a detector recognises are masked in it.
+            trail["request"]["route"] = route if route in self._clean_statements else self._statement(route, counts)  # type: ignore[attr-defined]
         if trail.get("errors"):
             trail["errors"] = [self._error(error, ("errors",), depth, counts) for error in trail["errors"]]
         if isinstance(entry, dict) and isinstance(entry.get("name"), str):
@@ -415,10 +634,14 @@ class Policy:
                 kind = item.get("type")
                 if kind == "cache":
                     self._mask_cache(item, counts)
+                elif type(item.get("request")) is dict and "arg_names" in item["request"]:  # a task published
+                    item["request"] = self._mask_named_args(item["request"], counts)
                 elif kind == "http" and isinstance(item.get("request"), dict):
                     url = item["request"].get("url")
                     if isinstance(url, str):
-                        item["request"]["url"] = mask_url(url, self.is_sensitive, lambda k: _redacted(counts, k))
+                        item["request"]["url"] = mask_url(
+                            url, self.is_sensitive, lambda k: _redacted(counts, k), self._masker(counts)
+                        )
                 for key in _ENTRY_PAYLOAD:
                     if item.get(key) is not None:
                         if key == "error":
@@ -432,6 +655,7 @@ class Policy:
             if item.get("type") == "http":
                 self._filter_headers(item.get("request"), counts)
                 self._filter_headers(item.get("response"), counts)
+        self._incoming_ids(trail, counts)
         self._limit_total(trail, counts)
         redacted = trail.setdefault("redacted", {})
         if counts:
@@ -442,6 +666,25 @@ class Policy:
                 else:
                     dropped[key] = dropped.get(key, 0) + value
         return trail
+
+    def _incoming_ids(self, trail: dict[str, Any], counts: dict[str, int]) -> None:
+        """``trace_id`` and ``request_id`` taken from the caller's X-Trace-ID / X-Request-ID: one that a detector
+        recognises as a secret (a card number, an access key id) is replaced by OpenTelemetry's trace id, as the
+        same value is masked in the headers."""
+        otel = trail.get("otel")
+        fallback = otel.get("trace_id") if isinstance(otel, dict) else None
+        for name in ("trace_id", "request_id"):
+            value = trail.get(name)
+            if (
+                type(value) is str
+                and isinstance(fallback, str)
+                and value != fallback
+                and len(value) >= 6
+                and value not in self._clean  # type: ignore[attr-defined]
+                and self._mask_text(value, {}) != value
+            ):
+                trail[name] = fallback
+                _redacted(counts, "request_id")
 
     def _walk(self, value: Any, path: tuple[str, ...], depth: int, counts: dict[str, int], entry: bool = False) -> Any:
         """Mask and limit one value. ``path`` is extended only when a field rule needs it; ``entry`` marks a step
@@ -460,37 +703,49 @@ class Policy:
             if depth <= 0:
                 _count(counts, "depth")
                 return "[gotrails: nested too deep]"
-            if isinstance(value.get("query"), str) and "args" in value:
-                value = self._mask_sql(value, counts)
+            result: dict[str, Any] = {}
+            query = value.get("query")
+            if type(query) is str and ("args" in value or isinstance(value.get("variables"), dict)):
+                # A SQL statement and its arguments, or a GraphQL document and its variables: masked by binding.
+                value = dict(self._mask_sql(value, counts) if "args" in value else self._mask_graphql(value, counts))
+                statement = value.pop("query")
+                clean_statements: set[str] = self._clean_statements  # type: ignore[attr-defined]
+                result["query"] = statement if statement in clean_statements else self._statement(statement, counts)
             items = value.items()
             if len(value) > self.max_items:
                 items = list(items)[: self.max_items]
                 _count(counts, "items", len(value) - self.max_items)
-            known = self._sensitive_cache.get  # type: ignore[attr-defined]
+            known = self._keys.get  # type: ignore[attr-defined]
             clean: set[str] = self._clean  # type: ignore[attr-defined]
             max_string = self.max_string
-            result: dict[str, Any] = {}
+            card_min = _CARD_INT_MIN
             masked = 0
             for key, item in items:
-                item_kind = type(item)
-                if item is None or item_kind is bool:
-                    result[key] = item
-                    continue
                 sensitive = known(key)
                 if sensitive is None:
-                    sensitive = self.is_sensitive(key)
+                    sensitive, shown = self._key(key, counts)
+                    if shown is not key:  # the key itself holds a secret (a card number, a token, a URL …)
+                        key = _unique_key(result, shown)
+                item_kind = type(item)
                 if sensitive:
-                    result[key] = [MASK] * min(len(item), self.max_items) if item_kind is list else MASK
-                    masked += 1
+                    if item is None or item_kind is bool:
+                        result[key] = item  # null and true/false say nothing
+                    else:
+                        result[key] = [MASK] * min(len(item), self.max_items) if item_kind is list else MASK
+                        masked += 1
                 elif rule is not None:
-                    result[key] = self._walk(item, (*path, key), depth - 1, counts)
+                    result[key] = (
+                        item if item is None or item_kind is bool else self._walk(item, (*path, key), depth - 1, counts)
+                    )
                 elif item_kind is str:
                     # Strings are most of a payload: the common cases are settled here, without a call.
                     if len(item) < 6 or (len(item) <= max_string and item in clean):
                         result[key] = item
                     else:
                         result[key] = self._string(item, counts)
-                elif (item_kind is int and item < 1_000_000_000_000) or item_kind is float:
+                elif item is None or item_kind is bool:
+                    result[key] = item
+                elif (item_kind is int or item_kind is float) and -card_min < item < card_min:
                     result[key] = item  # nothing to mask in a number too small to be a card number
                 else:
                     result[key] = self._walk(item, path, depth - 1, counts)
@@ -508,30 +763,95 @@ class Policy:
                 walked.append({"$more_items": len(value) - self.max_items})
                 _count(counts, "items", len(value) - self.max_items)
             return walked
-        if kind is int and _CARD_INT_MIN <= value < _CARD_INT_MAX and "card" in self.patterns:
-            digits = str(value)
+        if (kind is int or kind is float) and _CARD_INT_MIN <= abs(value) < _CARD_INT_MAX and "card" in self.patterns:
+            if kind is float and not value.is_integer():
+                return value
+            digits = str(int(abs(value)))
             if digits[0] in "23456" and luhn_valid(digits):
                 _redacted(counts, "card")
                 return MASK
         return value
+
+    def _key(self, key: str, counts: dict[str, int]) -> tuple[bool, str]:
+        """Whether values under ``key`` are masked, and the key as the trail shows it: masked like any text, as a
+        key can hold a secret too (a map keyed by card numbers, tokens or connection URLs). Keys with nothing to
+        mask are remembered (so no secret is kept around by this)."""
+        shown = key if len(key) < 6 else self._mask_text(key, counts)
+        if shown is not key:
+            return self._classify(shown), shown
+        sensitive = self.is_sensitive(key)
+        if self._top_level():
+            cache: dict[str, bool] = self._keys  # type: ignore[attr-defined]
+            if len(cache) >= _KEY_CACHE_SIZE:
+                cache.clear()
+            cache[key] = sensitive
+        return sensitive, key
 
     def _string(self, text: str, counts: dict[str, int]) -> str:
         """One string value: cut at ``max_string``, then masked (text with nothing to mask is remembered)."""
         size = len(text)
         if size > self.max_string:
             _count(counts, "string_chars", size - self.max_string)
-            text = f"{text[: self.max_string]}…[+{size - self.max_string} chars]"
-        elif size < 6:
+            head = self._mask_text(f"{text[: self.max_string]}{CUT_MARK}", counts)
+            return f"{head}[+{size - self.max_string} chars]"
+        if size < 6:
             return text
         clean: set[str] = self._clean  # type: ignore[attr-defined]
         if text in clean:
             return text
         masked = self._mask_text(text, counts)
-        if masked is text and size <= _CLEAN_TEXT_MAX:
+        if masked is text and size <= _CLEAN_TEXT_MAX and self._top_level():
             if len(clean) >= _CLEAN_CACHE_SIZE:
                 clean.clear()
             clean.add(text)
         return masked
+
+    def _statement(self, text: str, counts: dict[str, int]) -> str:
+        """A SQL statement or GraphQL document: cut at ``max_string``, masked as a statement (placeholders kept)."""
+        size = len(text)
+        if size > self.max_string:
+            _count(counts, "string_chars", size - self.max_string)
+            head = self._mask_text(f"{text[: self.max_string]}{CUT_MARK}", counts, statement=True)
+            return f"{head}[+{size - self.max_string} chars]"
+        clean: set[str] = self._clean_statements  # type: ignore[attr-defined]
+        if size < 6 or text in clean:
+            return text
+        masked = self._mask_text(text, counts, statement=True)
+        if masked is text and self._top_level():
+            if len(clean) >= _SQL_CACHE_SIZE:
+                clean.clear()
+            clean.add(text)
+        return masked
+
+    def _mask_named_args(self, request: dict[str, Any], counts: dict[str, int]) -> dict[str, Any]:
+        """Positional arguments named by ``arg_names`` (a Celery task's parameters): masked by name."""
+        args, names = request.get("args"), request.get("arg_names")
+        if not isinstance(args, list) or not isinstance(names, list):
+            return request
+        masked = [
+            MASK
+            if i < len(names) and isinstance(names[i], str) and self.is_sensitive(names[i]) and v is not None
+            else v
+            for i, v in enumerate(args)
+        ]
+        if masked == args:
+            return request
+        _redacted(counts, "argument", sum(1 for a, b in zip(args, masked, strict=True) if a is not b))
+        return {**request, "args": masked}
+
+    def _mask_graphql(self, request: dict[str, Any], counts: dict[str, int]) -> dict[str, Any]:
+        """A GraphQL request whose variables bound to a sensitive argument (``login(password: $p)``) are masked
+        (the other variables are masked by key as any object is)."""
+        variables = request["variables"]
+        masked = {
+            match.group("variable")
+            for match in _GRAPHQL_BINDING.finditer(request["query"])
+            if match.group("variable") in variables and self.is_sensitive(match.group("argument"))
+        }
+        if not masked:
+            return request
+        _redacted(counts, "graphql_variable", len(masked))
+        return {**request, "variables": {k: MASK if k in masked else v for k, v in variables.items()}}
 
     def _error(self, error: Any, path: tuple[str, ...], depth: int, counts: dict[str, int]) -> Any:
         """An ``errors[]`` entry or a step's/integration's ``error``: its message and type are untrusted text."""
@@ -542,8 +862,36 @@ class Policy:
                     error[key] = self._driver(error[key], counts)
         return self._walk(error, path, depth, counts)
 
+    def _path(self, path: str, route: str, counts: dict[str, int]) -> str:
+        """The request path with the segments bound to a sensitive route parameter masked: ``/reset/{token}``
+        (FastAPI, Starlette), ``/reset/<token>`` (Flask) — magic links, invitations, password resets."""
+        cache: dict[str, tuple[re.Pattern[str], list[str]]] = self._routes  # type: ignore[attr-defined]
+        compiled = cache.get(route)
+        if compiled is None:
+            compiled = _route_pattern(route)
+            if len(cache) >= _SQL_CACHE_SIZE:
+                cache.clear()
+            cache[route] = compiled
+        pattern, names = compiled
+        if not any(self.is_sensitive(name) for name in names):
+            return path
+        match = pattern.fullmatch(path) or pattern.search(path)  # a mounted app's route may lack the mount prefix
+        if match is None:
+            return path
+        pieces = []
+        last = 0
+        for index, name in enumerate(names):
+            start, end = match.span(f"p{index}")
+            if start < 0 or not self.is_sensitive(name) or path[start:end] == MASK:
+                continue
+            pieces.append(path[last:start])
+            pieces.append(MASK)
+            last = end
+            _redacted(counts, "path_parameter")
+        return "".join(pieces) + path[last:] if pieces else path
+
     def _query(self, query: str, counts: dict[str, int]) -> str:
-        return mask_query(query, self.is_sensitive, lambda kind: _redacted(counts, kind))
+        return mask_query(query, self.is_sensitive, lambda kind: _redacted(counts, kind), self._masker(counts))
 
     # ------------------------------------------------------------------------------------------- SQL
 
@@ -568,7 +916,7 @@ class Policy:
             changed["query"] = sql.statement
             _redacted(counts, "sql_literal", sql.masked_literals)
         if isinstance(args, (list, dict)) and (sql.names or sql.positions or sql.everything):
-            masked = _mask_args(args, sql)
+            masked = _mask_args(args, sql, request.get("executemany"))
             if masked is not args:
                 changed["args"] = masked
                 _redacted(counts, "sql_argument")
@@ -593,7 +941,22 @@ class Policy:
 
     def _mask_command(self, request: dict[str, Any], reply: dict[str, Any] | None, counts: dict[str, int]) -> None:
         name = request.get("command")
-        if not isinstance(name, str) or " " in name:  # a pipeline's summary: its commands are masked one by one
+        if not isinstance(name, str) or "commands" in request:  # a pipeline: its commands are masked one by one
+            return
+        if " " in name and name.strip().count(" ") >= 1:
+            # redis-py sends some commands as one two-word name ("CONFIG SET", "ACL SETUSER"): the recorded key is
+            # then the first argument. Masked as CONFIG / SET / [key, *args], and written back.
+            command, subcommand = name.split(None, 1)
+            rest = request.get("args")
+            flat = {
+                "command": command,
+                "key": subcommand.strip(),
+                "args": [request.get("key"), *(rest if isinstance(rest, list) else ())],
+            }
+            self._mask_command(flat, reply, counts)
+            request["key"] = flat["args"][0]
+            if isinstance(rest, list):
+                request["args"] = flat["args"][1:]
             return
         name = name.upper()
         args = request.get("args")
@@ -607,6 +970,8 @@ class Policy:
                 _redacted(counts, "redis_credential")
             secret = set(range(len(args or ())))
         elif args is not None and name in ("HELLO", "MIGRATE"):
+            if name == "HELLO" and sub == "AUTH":  # HELLO AUTH user pw (no protocol version)
+                secret = {0, 1}
             words = [str(a).upper() for a in args]
             for index, word in enumerate(words):
                 if word == "AUTH":
@@ -615,8 +980,9 @@ class Policy:
                     secret |= {index + 1, index + 2}
         elif args is not None and name == "ACL" and sub == "SETUSER":
             secret = {i for i, a in enumerate(args) if isinstance(a, str) and a[:1] in (">", "<", "#", "!")}
-        elif args is not None and name == "CONFIG" and sub == "SET":
-            secret = {i + 1 for i, a in enumerate(args) if isinstance(a, str) and a.lower() in _CONFIG_SECRETS}
+        elif args is not None and (name, sub) in _CONFIG_SETS:
+            # CONFIG SET requirepass …, SENTINEL SET <master> auth-pass …, SENTINEL CONFIG SET sentinel-pass …
+            secret = {i + 1 for i, a in enumerate(args) if isinstance(a, str) and self._config_secret(a)}
         elif args is not None and name in _HASH_SETS:
             secret = {i + 1 for i in range(0, len(args) - 1, 2) if self.is_sensitive(str(args[i]))}
         elif name in _HASH_GETS and args:
@@ -624,18 +990,70 @@ class Policy:
             if reply is not None and any(sensitive) and "value" in reply:
                 reply["value"] = _mask_positions(reply["value"], sensitive)
                 _redacted(counts, "redis_credential")
-        elif (
-            name in _STRING_COMMANDS and isinstance(key, str) and self.is_sensitive(_REDIS_KEY_SEGMENTS.split(key)[-1])
-        ):
-            secret = set(range(len(args or ())))
+        elif args is not None and name in ("MSET", "MSETNX"):  # key v1 k2 v2 …: values by their key
+            secret = {0} if isinstance(key, str) and self._redis_key(key) else set()
+            secret |= {i + 1 for i in range(1, len(args) - 1, 2) if self._redis_key(str(args[i]))}
+        elif args is not None and name == "XADD":  # key [options] id field value …: values by field name
+            fields = _xadd_fields(args)
+            secret = {i + 1 for i in range(fields, len(args) - 1, 2) if self.is_sensitive(str(args[i]))}
+        elif args and name in _SCRIPT_COMMANDS:  # script numkeys key … arg …: the args when a key is sensitive
+            count = int(args[0]) if str(args[0]).isdigit() else 0
+            if any(self._redis_key(str(k)) for k in args[1 : 1 + count]):
+                secret = set(range(1 + count, len(args)))
+        if isinstance(key, str) and name not in _NOT_A_KEY and self._redis_key(key):
+            # Any command on a key naming a secret (user:1:token, session:…, otp:…): its values and its reply.
+            secret |= set(range(len(args or ()))) if name not in _HASH_SETS else set()
             if reply is not None and reply.get("value") is not None:
                 reply["value"] = MASK
                 _redacted(counts, "redis_credential")
+        keys = request.get("keys")
+        if isinstance(keys, list) and reply is not None and "value" in reply:  # MGET user:1:token …
+            sensitive = [isinstance(k, str) and self._redis_key(k) for k in keys]
+            if any(sensitive):
+                reply["value"] = _mask_positions(reply["value"], sensitive)
+                _redacted(counts, "redis_credential")
+        if reply is not None and reply.get("value") is not None:
+            if name in _PAIR_REPLIES or (name, sub) in (("CONFIG", "GET"), ("ACL", "GETUSER")):
+                reply["value"] = self._reply_pairs(reply["value"], counts)  # CONFIG GET *, HGETALL, XRANGE …
+            if name == "ACL" and sub in ("LIST", "GETUSER"):
+                reply["value"] = _acl_rules(reply["value"], counts)  # user bob on #<sha256> ~* +@all
         if args is not None and secret:
             masked = [MASK if i in secret and a is not None else a for i, a in enumerate(args)]
             if masked != args:
                 request["args"] = masked
                 _redacted(counts, "redis_credential")
+
+    def _redis_key(self, key: str) -> bool:
+        """Whether a Redis key names a secret: one of its ``:``/``.``/``/`` segments is a sensitive key."""
+        known = self._sensitive_cache.get  # type: ignore[attr-defined]
+        for segment in key.replace(".", ":").replace("/", ":").split(":"):
+            if segment:
+                sensitive = known(segment)
+                if sensitive is None:
+                    sensitive = self.is_sensitive(segment)
+                if sensitive:
+                    return True
+        return False
+
+    def _config_secret(self, name: str) -> bool:
+        return name.lower() in _CONFIG_SECRETS or self.is_sensitive(name)
+
+    def _reply_pairs(self, value: Any, counts: dict[str, int]) -> Any:
+        """A reply of field/value pairs (a flat list: CONFIG GET, HGETALL, ACL GETUSER, stream entries) with the
+        values of sensitive fields masked, at any depth."""
+        if not isinstance(value, list):
+            return value
+        if len(value) >= 2 and len(value) % 2 == 0 and all(isinstance(value[i], str) for i in range(0, len(value), 2)):
+            masked = list(value)
+            for i in range(0, len(value), 2):
+                if self._config_secret(value[i]):
+                    if value[i + 1] is not None and value[i + 1] != MASK:
+                        masked[i + 1] = MASK
+                        _redacted(counts, "redis_credential")
+                else:
+                    masked[i + 1] = self._reply_pairs(value[i + 1], counts)
+            return masked
+        return [self._reply_pairs(item, counts) for item in value]
 
     # --------------------------------------------------------------------------------------- headers
 
@@ -698,33 +1116,145 @@ def _payload_owners(trail: dict[str, Any]) -> Iterable[dict[str, Any]]:
         yield trail["metadata"]
 
 
-def _mask_args(args: Any, sql: SqlMask) -> Any:
+def _mask_args(args: Any, sql: SqlMask, executemany: bool | None = None) -> Any:
     """SQL arguments with the sensitive ones masked: by name (dicts), by position (lists), row by row for
-    ``executemany``; every argument when the statement could not be analysed."""
-    rows = args if isinstance(args, list) and args and all(isinstance(r, (list, dict)) for r in args) else [args]
-    masked_rows: list[Any] = []
-    for row in rows:
-        if isinstance(row, dict):
-            masked_rows.append(
-                {
-                    k: (MASK if (sql.everything or k in sql.names) and v is not None and not k.startswith("$") else v)
-                    for k, v in row.items()
-                }
-            )
-        elif isinstance(row, list):
-            masked_rows.append(
-                [MASK if (sql.everything or i in sql.positions) and v is not None else v for i, v in enumerate(row)]
-            )
+    ``executemany``; every argument when the statement could not be analysed. A list of lists not marked
+    ``executemany`` (by the capture hook) may be rows or one row of array arguments: both readings are masked."""
+    if isinstance(args, dict):
+        return _mask_row(args, sql)
+    if not isinstance(args, (list, tuple)):
+        return args
+    masked: Any = list(args)
+    rows = args and all(isinstance(row, (list, tuple, dict)) for row in args)
+    if rows and executemany is not False:
+        masked = [_mask_row(row, sql) for row in args]  # executemany rows
+    if not rows or executemany is not True:
+        masked = _mask_row(masked, sql, original=args)  # one row (whose arguments may be arrays or objects)
+    return args if masked == list(args) else masked
+
+
+def _mask_row(row: Any, sql: SqlMask, original: Any = None) -> Any:
+    if isinstance(row, dict):
+        masked = {
+            k: (MASK if (sql.everything or k in sql.names) and v is not None and not k.startswith("$") else v)
+            for k, v in row.items()
+        }
+        return row if masked == row else masked
+    if isinstance(row, (list, tuple)):
+        source = original if original is not None else row
+        return [
+            MASK if (sql.everything or i in sql.positions) and source[i] is not None else v for i, v in enumerate(row)
+        ]
+    return row
+
+
+def _xadd_fields(args: list[Any]) -> int:
+    """Where the field/value pairs start in XADD's arguments after the key: past NOMKSTREAM, MAXLEN/MINID with their
+    threshold (and LIMIT), and the entry id."""
+    index = 0
+    size = len(args)
+    while index < size:
+        word = str(args[index]).upper()
+        if word == "NOMKSTREAM":
+            index += 1
+        elif word in ("MAXLEN", "MINID"):
+            index += 2
+            if index < size and str(args[index - 1]) in ("=", "~"):
+                index += 1
+            if index + 1 < size and str(args[index]).upper() == "LIMIT":
+                index += 2
         else:
-            masked_rows.append(row)
-    masked = masked_rows if rows is args else masked_rows[0]
-    return args if masked == args else masked
+            return index + 1  # the id (* or ms-seq)
+    return size
+
+
+def _acl_rules(value: Any, counts: dict[str, int]) -> Any:
+    """ACL rule strings with their password rules masked (``>pw``, ``<pw``, ``#sha256``, ``!sha256``)."""
+    if isinstance(value, str):
+        masked, n = _ACL_RULE.subn(MASK, value)
+        if n:
+            _redacted(counts, "redis_credential", n)
+        return masked
+    if isinstance(value, list):
+        return [_acl_rules(item, counts) for item in value]
+    return value
 
 
 def _mask_positions(value: Any, sensitive: list[bool]) -> Any:
     if isinstance(value, list):
         return [MASK if i < len(sensitive) and sensitive[i] and v is not None else v for i, v in enumerate(value)]
     return MASK if value is not None else None
+
+
+_OPENERS = frozenset("{[\"'\\")
+
+
+def _fold_text(text: str) -> str:
+    folded = text.translate(_TEXT_FOLD)
+    if _OTHER_DIGIT.search(folded):
+        folded = _OTHER_DIGIT.sub(lambda m: str(unicodedata.digit(m.group(), 0)), folded)
+    return folded
+
+
+def _route_pattern(route: str) -> tuple[re.Pattern[str], list[str]]:
+    """A route template as a pattern with one group per parameter (``p0``, ``p1``, …), and the parameters' names.
+    A regular-expression route (Django's ``re_path``: ``^reset/(?P<token>[0-9a-f]+)/$``) is its own pattern."""
+    pieces: list[str] = []
+    names: list[str] = []
+    if "(?P<" in route:
+
+        def rename(match: re.Match[str]) -> str:
+            names.append(match.group(1))
+            return f"(?P<p{len(names) - 1}>"
+
+        renamed = _NAMED_GROUP.sub(rename, route)
+        try:
+            return re.compile(renamed.lstrip("^").removesuffix("$").removesuffix("\\Z") + r"\Z"), names
+        except re.error:
+            names = []
+    last = 0
+    for match in _ROUTE_PARAMETER.finditer(route):
+        pieces.append(re.escape(route[last : match.start()]))
+        converter = match.group("converter") or match.group("flask_converter") or ""
+        pieces.append(f"(?P<p{len(names)}>{'.+' if converter == 'path' else '[^/]+'})")
+        names.append(match.group("name") or match.group("flask_name"))
+        last = match.end()
+    pieces.append(re.escape(route[last:]))
+    try:
+        return re.compile("".join(pieces) + r"\Z"), names
+    except re.error:  # too many parameters for one expression: masked as a path of unknown shape
+        return re.compile(r"(?P<p0>.+)\Z"), ["path"] if not names else [names[0]]
+
+
+def _unescape(key: str) -> str:
+    try:
+        decoded = orjson.loads(f'"{key}"')
+    except orjson.JSONDecodeError:
+        return key
+    return decoded if isinstance(decoded, str) else key
+
+
+def _unique_key(result: dict[str, Any], key: str) -> str:
+    """``key``, or ``key (n)`` when masking made it equal to a key already kept."""
+    if key not in result:
+        return key
+    n = 2
+    while f"{key} ({n})" in result:
+        n += 1
+    return f"{key} ({n})"
+
+
+def _masked_value(value: str) -> str:
+    """The mask for one value of a text pair, keeping its quotes: ``"***"``, ``\\"***\\"``, ``b'***'``, ``***``."""
+    head = value[0]
+    if head == '"' or head == "'":
+        return f"{head}{MASK}{head}"
+    if head == "\\" and 0 < (quote := value.find('"')) <= 3:
+        opener = value[: quote + 1]
+        return f"{opener}{MASK}{opener}"
+    if value[1:2] == "'":
+        return f"{head}'{MASK}'"
+    return MASK
 
 
 def _closing(text: str, start: int) -> int:
@@ -753,14 +1283,25 @@ def _closing(text: str, start: int) -> int:
 
 
 def _gate(hints: set[str]) -> re.Pattern[str] | None:
-    """One expression finding every hint in lower-cased text, factored by first character (so that the regular
-    expression engine skips the other characters quickly)."""
+    """One expression finding every hint in lower-cased text, as a trie (common prefixes factored at every level,
+    so that the regular expression engine skips other characters quickly and never tries a prefix twice)."""
     if not hints:
         return None
-    groups: dict[str, list[str]] = {}
-    for hint in sorted(hints, key=len, reverse=True):
-        groups.setdefault(hint[0], []).append(re.escape(hint[1:]))
-    return re.compile("|".join(f"{re.escape(first)}(?:{'|'.join(rests)})" for first, rests in groups.items()))
+    root: dict[str, Any] = {}
+    for hint in hints:
+        node = root
+        for char in hint:
+            node = node.setdefault(char, {})
+        node[""] = {}
+    return re.compile(_trie(root))
+
+
+def _trie(node: dict[str, Any]) -> str:
+    branches = [re.escape(char) + _trie(child) for char, child in sorted(node.items()) if char]
+    if not branches:
+        return ""
+    body = branches[0] if len(branches) == 1 else f"(?:{'|'.join(branches)})"
+    return f"(?:{body})?" if "" in node else body
 
 
 def _count(counts: dict[str, int], key: str, n: int = 1) -> None:

@@ -88,6 +88,13 @@ def analyse(statement: str, is_sensitive: Callable[[str], bool]) -> SqlMask:
         return _fail_closed(statement)
 
 
+_BUDGET_PER_TOKEN = 64
+
+
+class _OverBudget(Exception):
+    """The statement needs more scanning than any real statement does."""
+
+
 def _fail_closed(statement: str) -> SqlMask:
     text, count = mask_literals(statement)
     return SqlMask(text, masked_literals=count, everything=True)
@@ -119,14 +126,25 @@ class _Analysis:
         order = 0
         for index, (ttype, value) in enumerate(self.tokens):
             if ttype is T.Name.Placeholder:
-                if value in ("?", "%s"):
+                following = self.tokens[index + 1] if index + 1 < len(self.tokens) else (None, "")
+                if value == "?" and following[0] in T.Number.Integer:  # SQLite's ?NNN
+                    self.positional[index] = int(following[1]) - 1
+                elif value in ("?", "%s"):
                     self.positional[index] = order
                     order += 1
-                elif value.startswith("$") and value[1:].isdigit():
+                elif value[:1] in ("$", ":") and value[1:].isdigit():  # $1 (PostgreSQL), :1 (Oracle)
                     self.positional[index] = int(value[1:]) - 1
         self.marked: set[int] = set()  # token indexes of sensitive placeholders and literals
+        # Tokens the rules may scan in all; a hostile statement (INTO or comparisons repeated without end) would
+        # make the scans quadratic: past the budget the statement is not analysed (every argument masked).
+        self.budget = _BUDGET_PER_TOKEN * len(self.sig) + 4096
 
     # --------------------------------------------------------------------------------------- helpers
+
+    def spend(self, tokens: int) -> None:
+        self.budget -= tokens
+        if self.budget < 0:
+            raise _OverBudget
 
     def value(self, s: int) -> str:
         return self.tokens[self.sig[s]][1]
@@ -168,14 +186,28 @@ class _Analysis:
 
     def run(self) -> SqlMask:
         count = len(self.sig)
+        if count == 1 and self.is_name(0) and self.is_sensitive(self.value(0).strip('`"[]')):
+            return SqlMask(self.statement, everything=True)  # callproc("set_password", args): every argument
         for s in range(count):
             word = self.upper(s)
             if word == "INTO" and self.ttype(s) in self.T.Keyword:
-                self.insert(s)
+                self.spend(self.insert(s) - s)
             elif self.ttype(s) in self.T.Operator.Comparison or (word == "IN" and self.ttype(s) in self.T.Keyword):
                 self.comparison(s)
-            elif word == "BY" and s > 0 and self.upper(s - 1) == "IDENTIFIED":
-                self.mark_values(s + 1, min(s + 2, count))
+            elif word == "BY" and any(self.upper(b) == "IDENTIFIED" for b in range(max(0, s - 3), s)):
+                self.mark_values(s + 1, min(s + 2, count))  # IDENTIFIED [WITH plugin] BY 'x'
+            elif word == "AS" and s + 1 < count and (alias := self.column(s + 1)) is not None:
+                if self.is_sensitive(alias):
+                    self.mark_expression_before(s)  # SELECT %s AS password, USING (SELECT :p AS api_key)
+            elif (
+                s + 1 < count
+                and self.value(s + 1) == "("
+                and self.is_name(s)
+                and self.is_sensitive(self.value(s).strip('`"[]'))
+            ):
+                self.call_arguments(s + 1)  # SELECT set_password(%s, %s), CALL rotate_api_key(:k), PASSWORD('x')
+            elif word == "BETWEEN" and s > 0 and (name := self.column(s - 1)) is not None and self.is_sensitive(name):
+                self.mark_values(s + 1, min(s + 4, count))  # password BETWEEN x AND y
             elif (
                 s + 1 < count
                 and self.is_name(s)
@@ -185,14 +217,38 @@ class _Analysis:
                 self.mark_values(s + 1, s + 2)  # PASSWORD 'x'
         return self.result()
 
-    def insert(self, into: int) -> None:
-        """``INTO table (columns) VALUES (row), (row)…``: values by column position."""
+    def call_arguments(self, opening: int) -> None:
+        """The values inside the parentheses opening at ``opening``."""
+        count = len(self.sig)
+        depth = self.depth[opening]
+        end = opening + 1
+        while end < count and not (self.value(end) == ")" and self.depth[end] == depth):
+            end += 1
+        self.spend(end - opening)
+        self.mark_values(opening + 1, end)
+
+    def mark_expression_before(self, at: int) -> None:
+        """The values of the expression that ends before token ``at`` (back to a comma, a bracket or a keyword)."""
+        depth = self.depth[at]
+        start = at
+        while start > 0:
+            prev = start - 1
+            if self.depth[prev] < depth or (self.depth[prev] == depth and self.value(prev) in (",", ";")):
+                break
+            if self.depth[prev] == depth and self.ttype(prev) in self.T.Keyword and self.upper(prev) != "NULL":
+                break
+            start = prev
+        self.spend(at - start)
+        self.mark_values(start, at)
+
+    def insert(self, into: int) -> int:
+        """``INTO table (columns) VALUES (row), (row)…``: values by column position; returns where it stopped."""
         count = len(self.sig)
         s = into + 1
         while s < count and self.value(s) != "(" and self.upper(s) not in ("VALUES", "SELECT", "DEFAULT"):
             s += 1
         if s >= count or self.value(s) != "(":
-            return
+            return s
         base = self.depth[s]
         columns: list[str | None] = []
         current: str | None = None
@@ -206,8 +262,10 @@ class _Analysis:
             s += 1
         columns.append(current)
         s += 1
+        if s < count and self.upper(s) == "SELECT":  # INSERT INTO t (a, b) SELECT x, y …: by position
+            return self.insert_select(columns, s + 1)
         if s >= count or self.upper(s) not in ("VALUES", "VALUE"):
-            return
+            return s
         s += 1
         while s < count and self.value(s) == "(":
             depth = self.depth[s]
@@ -224,6 +282,24 @@ class _Analysis:
             s += 1
             if s < count and self.value(s) == ",":
                 s += 1
+        return s
+
+    def insert_select(self, columns: list[str | None], s: int) -> int:
+        count = len(self.sig)
+        depth = self.depth[s] if s < count else 0
+        position = 0
+        start = s
+        while s < count and self.depth[s] >= depth:
+            at_top = self.depth[s] == depth
+            if at_top and (self.value(s) in (",", ";") or self.upper(s) in _BOUNDARY_WORDS):
+                self.insert_value(columns, position, start, s)
+                if self.value(s) != ",":
+                    return s
+                position += 1
+                start = s + 1
+            s += 1
+        self.insert_value(columns, position, start, s)
+        return s
 
     def insert_value(self, columns: list[str | None], position: int, start: int, end: int) -> None:
         name = columns[position] if position < len(columns) else None
@@ -243,6 +319,8 @@ class _Analysis:
             left = prev
         count = len(self.sig)
         right = op + 1
+        if right < count and self.upper(right) == "CASE" and self.sensitive_column_in(left, op):
+            self.case_results(right)  # SET password = CASE WHEN … THEN %s ELSE … END
         while right < count:
             value = self.value(right)
             if self.depth[right] < depth or (self.depth[right] == depth and value in (",", ";")):
@@ -254,10 +332,28 @@ class _Analysis:
             ):
                 break
             right += 1
+        self.spend(right - left)
         if self.sensitive_column_in(left, op):
             self.mark_values(op + 1, right)
         if self.sensitive_column_in(op + 1, right):
             self.mark_values(left, op)
+
+    def case_results(self, case: int) -> None:
+        """The values after THEN and ELSE of the CASE expression starting at ``case`` (not its WHEN conditions)."""
+        count = len(self.sig)
+        depth = self.depth[case]
+        s = case + 1
+        marking = False
+        while s < count and not (self.depth[s] == depth and self.upper(s) == "END"):
+            word = self.upper(s) if self.depth[s] == depth else ""
+            if word in ("THEN", "ELSE"):
+                marking = True
+            elif word == "WHEN":
+                marking = False
+            elif marking and self.is_value(s):
+                self.marked.add(self.sig[s])
+            s += 1
+        self.spend(s - case)
 
     def result(self) -> SqlMask:
         if not self.marked:

@@ -34,9 +34,13 @@ __all__ = [
 ]
 
 EntryKind = Literal["http", "grpc", "kafka", "task", "custom"]
+"""What the request was: ``entry.kind``."""
 IntegrationType = Literal["http", "kafka", "database", "cache", "grpc", "custom"]
+"""An integration's ``type``."""
 Status = Literal["ok", "error"]
+"""Whether the request (``status``) or a step failed."""
 FlushReason = Literal["complete", "grace_expired", "max_age", "capacity", "memory", "shutdown"]
+"""Why the trail was flushed when it was: ``flush_reason``."""
 
 
 class EntryPayload(TypedDict, total=False):

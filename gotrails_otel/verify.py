@@ -76,6 +76,7 @@ class Problem:
     seq_end: int | None = None
 
     def to_json(self) -> dict[str, Any]:
+        """The problem as in the ``--json`` report (members that are ``None`` left out)."""
         return {k: v for k, v in self.__dict__.items() if v is not None}
 
 
@@ -98,6 +99,7 @@ class ChainSummary:
     problems: int = 0
 
     def to_json(self) -> dict[str, Any]:
+        """The chain's summary as in the ``--json`` report."""
         return dict(self.__dict__)
 
 
@@ -118,6 +120,7 @@ class Report:
 
     @property
     def ok(self) -> bool:
+        """``True`` when every record and every link verified (exit status 0)."""
         return self.problem_count == 0
 
     def to_json(self) -> dict[str, Any]:

@@ -125,7 +125,7 @@ def test_streaming_response_up_to_the_limit(make_harness: Any, fastapi_server: T
     h = make_harness(max_body_bytes=16)
     assert httpx.get(f"{fastapi_server.url}/stream").text == "".join(f"line-{n}\n" for n in range(5))
     trail = h.trail_for("/stream")
-    assert trail["response"]["body"] == {"$truncated": {"size": 35, "kept": 16, "text": "line-0\nline-1\nli"}}
+    assert trail["response"]["body"] == {"$truncated": {"size": 35, "kept": 16, "text": "line-0\nline-1\nli…"}}
 
 
 @pytest.mark.service

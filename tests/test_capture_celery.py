@@ -52,7 +52,7 @@ PUBLISHER = Celery("shop-publisher")
 
 
 @PUBLISHER.task(name="shop.charge")
-def charge(order_id: str, card_number: str, password: str | None = None) -> None: ...
+def charge(order_id: str, card_number: str, password: str | None = None, note: str = "") -> None: ...
 
 
 @PUBLISHER.task(name="shop.fail")
@@ -70,7 +70,8 @@ def _publish(harness: TrailHarness, broker: str, queue: str) -> dict[str, Any]:
         harness.tracer("app").start_as_current_span("POST /v1/orders", kind=SpanKind.SERVER),
     ):
         options = {"connection": connection, "queue": queue}
-        charge.apply_async(args=["ord-1", "4111111111111111"], kwargs={"password": "hunter2"}, **options)
+        # the password positionally: masked by its parameter's name, as a keyword argument would be
+        charge.apply_async(args=["ord-1", "4111111111111111", "hunter2"], kwargs={"note": "n"}, **options)
         fail.apply_async(args=["ord-2"], **options)
         flaky.apply_async(args=["ord-3"], countdown=0, **options)
     trail = harness.one()
@@ -101,8 +102,9 @@ def test_task_runs_are_trails_and_publishes_are_integrations(
     charge_call, fail_call, flaky_call = request["integrations"]
     assert charge_call["type"] == "custom" and charge_call["name"] == "shop.charge"
     assert charge_call["request"]["action"] == "apply_async"
-    assert charge_call["request"]["args"] == ["ord-1", "***"]
-    assert charge_call["request"]["kwargs"] == {"password": "***"}
+    assert charge_call["request"]["args"] == ["ord-1", "***", "***"]
+    assert charge_call["request"]["arg_names"] == ["order_id", "card_number", "password"]
+    assert charge_call["request"]["kwargs"] == {"note": "n"}
     assert charge_call["request"]["queue"] == queue
     assert charge_call["response"]["state"] == "PUBLISHED" and charge_call["response"]["id"]
     assert charge_call["metadata"]["system"] == "celery"
@@ -116,8 +118,9 @@ def test_task_runs_are_trails_and_publishes_are_integrations(
     charged = runs[("shop.charge", 0)]
     assert charged["entry"] == {"kind": "task", "name": "shop.charge"}
     assert charged["request"]["id"] == charge_call["response"]["id"]
-    assert charged["request"]["args"] == ["ord-1", "***"]
-    assert charged["request"]["kwargs"] == {"password": "***"}
+    assert charged["request"]["args"] == ["ord-1", "***", "***"]
+    assert charged["request"]["arg_names"] == ["order_id", "card_number", "password"]
+    assert charged["request"]["kwargs"] == {"note": "n"}
     assert charged["request"]["queue"] == queue
     assert charged["response"]["state"] == "SUCCESS"
     assert charged["response"]["result"] == {"charged": "ord-1", "card_number": "***"}

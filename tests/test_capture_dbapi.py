@@ -84,6 +84,7 @@ def _check_postgres(trail: dict[str, Any], placeholder: str) -> None:
     assert args[2] == "***" and args[3] == "***"  # the password column, and a card number anywhere
     assert insert["response"] == {"rows_affected": 1}
     assert len(many["request"]["args"]) == 2 and many["response"]["rows_affected"] == 2
+    assert many["request"]["executemany"] is True
     assert update["name"] == "postgres.accounts.update"
     assert update["request"]["args"] == [10]
     assert update["response"] == {"rows_affected": 3}
@@ -183,7 +184,7 @@ def test_asyncpg(harness: TrailHarness, instrumented: str, postgres_service: Any
     assert insert_item["request"]["args"][0] == "acc-1"
     assert insert_item["request"]["args"][2] == "***" and insert_item["request"]["args"][3] == "***"
     assert insert_item["response"] == {"rows_affected": 1}
-    assert len(many["request"]["args"]) == 2
+    assert len(many["request"]["args"]) == 2 and many["request"]["executemany"] is True
     assert update["response"] == {"rows_affected": 3}
     assert select["request"]["args"] == ["acc-1"] and select["response"] == {"rows_affected": 1}
     assert failed["error"]["type"] == "UniqueViolationError"

@@ -166,7 +166,7 @@ def test_body_over_the_limit_is_cut_at_capture(make_harness: Any, upstream: Thre
     with _root(h), httpx.Client() as client:
         assert len(client.get(f"{upstream.url}/big").text) == 10_000
     (item,) = h.one()["integrations"]
-    assert item["response"]["body"] == {"$truncated": {"size": 10_000, "kept": 100, "text": "x" * 100}}
+    assert item["response"]["body"] == {"$truncated": {"size": 10_000, "kept": 100, "text": "x" * 100 + "…"}}
 
 
 @pytest.mark.service

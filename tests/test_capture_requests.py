@@ -158,7 +158,7 @@ def test_requests_body_over_the_limit_is_cut(make_harness: Any, upstream: Thread
     with _root(h):
         assert len(requests.get(f"{upstream.url}/big", timeout=5).text) == 10_000
     (item,) = h.one()["integrations"]
-    assert item["response"]["body"] == {"$truncated": {"size": 10_000, "kept": 100, "text": "x" * 100}}
+    assert item["response"]["body"] == {"$truncated": {"size": 10_000, "kept": 100, "text": "x" * 100 + "…"}}
 
 
 @pytest.mark.service

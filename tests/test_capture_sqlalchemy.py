@@ -63,7 +63,7 @@ def _check_flow(trail: dict[str, Any], system: str, placeholder: str) -> None:
     assert first["request"]["query"] == f"INSERT INTO payments (id, amount) VALUES ({placeholder})"
     assert first["request"]["args"] in (["pay-123", 150000], {"id": "pay-123", "amount": 150000})
     assert first["response"] == {"rows_affected": 1}
-    assert len(many["request"]["args"]) == 2
+    assert len(many["request"]["args"]) == 2 and many["request"]["executemany"] is True
     assert update["response"] == {"rows_affected": 2}
     assert select["error"] is None
     assert trail["errors"] == []

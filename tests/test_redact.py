@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import base64
 import gzip
 import json
 import time
 import tracemalloc
+import urllib.parse
 import zlib
 from typing import Any
 
@@ -124,7 +126,8 @@ def test_sql_arguments_bound_to_sensitive_columns(harness: TrailHarness) -> None
             ("INSERT INTO tokens (owner, secret) VALUES ($1, $2)", [["o", "s-4"], ["o", "s-5"]]),
         ):
             span = inst.sqlalchemy(statement)
-            store.update(span.get_span_context().span_id, "request", {"args": args})
+            request = {"args": args, **({"executemany": True} if statement.startswith("INSERT INTO tokens") else {})}
+            store.update(span.get_span_context().span_id, "request", request)
     trail = harness.one()
     args = [i["request"]["args"] for i in trail["integrations"]]
     assert args == [
@@ -356,6 +359,14 @@ _KEY_SPELLINGS = [
     "ssn",
     "private_key",
     "session_id",
+    # Unicode spellings and the names added after the attack review
+    "\uff50\uff41\uff53\uff53\uff57\uff4f\uff52\uff44",
+    "pass\u200bword",
+    "p\u0430ssword",
+    "api\u2011key",
+    "totp",
+    "mfa_code",
+    "senha",
 ]
 _plain_keys = st.text(alphabet="abcdefghijklmnoqrsuvwxyz", min_size=1, max_size=8).filter(
     lambda k: not Policy().is_sensitive(k)
@@ -954,21 +965,33 @@ def test_no_planted_secret_survives_in_urls(
     _no_secret(trail, *(v for _, v in sensitive), *(s for s in (user, password) if s is not None))
 
 
-@given(planted(), st.integers(1, 2))
+def _encode(value: Any, how: str) -> str:
+    text = json.dumps(value)
+    if how == "base64":
+        return base64.b64encode(text.encode()).decode()
+    if how == "percent":
+        return urllib.parse.quote(text)
+    return text
+
+
+@given(planted(), st.lists(st.sampled_from(["json", "base64", "percent"]), min_size=1, max_size=2))
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 def test_no_planted_secret_survives_json_inside_strings(
-    harness: TrailHarness, case: tuple[Any, list[str]], levels: int
+    harness: TrailHarness, case: tuple[Any, list[str]], levels: list[str]
 ) -> None:
+    """JSON inside a string, as such, as base64 or percent-encoded, at two levels."""
     document, secrets = case
     harness.exporter.clear()
     value: Any = document
-    for _ in range(levels):
-        value = {"payload": json.dumps(value), "kind": "event"}
+    for how in levels:
+        value = {"payload": _encode(value, how), "kind": "event"}
     form = "&".join(f"{k}={v}" for k, v in document.items() if isinstance(v, str))
     trail = _trail(
         harness, {"body": {"event": json.dumps(value), "form_text": form}}, metadata={"raw": json.dumps(value)}
     )
     _no_secret(trail, *secrets)
+    for secret in secrets:  # nor in an encoded form
+        assert base64.b64encode(secret.encode())[:12] not in orjson.dumps(trail)
 
 
 @pytest.mark.parametrize("dump", maskrules.DRIVER_DUMPS, ids=lambda d: d.name)
@@ -999,3 +1022,79 @@ def test_hostile_punctuation_masks_without_error(pieces: list[str]) -> None:
     text = "".join(pieces)
     assert isinstance(POLICY.mask_text(text), str)
     assert isinstance(mask_url(text, POLICY.is_sensitive), str)
+
+
+_luhn_cards = st.from_regex(r"4[0-9]{14}", fullmatch=True).map(
+    lambda head: head + str(next(d for d in range(10) if luhn_valid(f"{head}{d}")))
+)
+_secret_keys = st.one_of(
+    _luhn_cards,
+    st.from_regex(r"ghp_[A-Za-z0-9]{36}", fullmatch=True),
+    _secrets.map(lambda s: f"postgresql://app:{s}@db:5432/x"),
+    _secrets.map(lambda s: f"password={s}"),
+)
+
+
+@given(
+    st.lists(
+        st.tuples(_secret_keys, st.one_of(_scalars, st.dictionaries(_plain_keys, _scalars, max_size=2))), max_size=4
+    ),
+    st.integers(0, 3),
+)
+@settings(max_examples=150, deadline=None)
+def test_no_secret_survives_as_an_object_key(pairs: list[tuple[str, Any]], depth: int) -> None:
+    """Secrets that are object keys (maps keyed by card numbers, tokens, connection URLs), whatever their value."""
+    node: Any = dict(pairs)
+    for _ in range(depth):
+        node = {"level": node, "items": [node]}
+    trail = Policy().apply({"request": {"body": node}, "metadata": {"echo": node}})
+    raw = orjson.dumps(trail)
+    for key, _ in pairs:
+        secret = key.rsplit("=", 1)[-1].split("@")[0].rsplit(":", 1)[-1]
+        assert secret.encode() not in raw, f"{key!r} leaked"
+
+
+_detectable = st.one_of(
+    _luhn_cards,
+    _luhn_cards.map(lambda c: " ".join(c[i : i + 4] for i in range(0, 16, 4))),
+    st.from_regex(r"ghp_[A-Za-z0-9]{36}", fullmatch=True),
+    st.from_regex(r"[A-Za-z0-9]{12}", fullmatch=True).map(lambda s: f"Bearer Bz{s}"),
+    st.from_regex(r"[A-Za-z0-9]{10}", fullmatch=True).map(lambda s: f"https://u:Ui{s}@h.example/x"),
+    st.from_regex(r"AKIA[A-Z0-9]{16}", fullmatch=True),
+)
+
+
+def _secret_core(value: str) -> str:
+    """The part of a detectable value that must not survive, in 7-character windows."""
+    if value.startswith("https://"):
+        return value[len("https://u:") : value.index("@")]
+    if value.startswith("Bearer "):
+        return value[len("Bearer ") :]
+    return value.replace(" ", "")
+
+
+@given(
+    st.lists(st.tuples(_plain_keys, _detectable), min_size=1, max_size=4),
+    st.sampled_from(["application/json", "application/x-www-form-urlencoded", "text/plain"]),
+    st.booleans(),
+    st.integers(1, 99),
+)
+@settings(max_examples=200, deadline=None)
+def test_no_detectable_secret_survives_a_body_cut_anywhere(
+    fields: list[tuple[str, str]], content_type: str, as_numbers: bool, cut: int
+) -> None:
+    """Values only a detector recognises (no sensitive key), in a body cut at any byte: no part of them is kept."""
+    document: dict[str, Any] = {"id": 1}
+    for key, value in fields:
+        document[key] = int(value) if as_numbers and value.isdigit() else value
+    if content_type == "application/json":
+        raw = orjson.dumps(document)
+    else:
+        raw = "&".join(f"{k}={v}" for k, v in document.items()).encode()
+    value = decode_body(raw[: max(1, len(raw) * cut // 100)], content_type, None, len(raw))
+    out = orjson.dumps(Policy().apply({"request": {"body": value}})).decode()
+    flat = out.replace(" ", "")
+    for _, secret in fields:
+        core = _secret_core(secret)
+        for i in range(len(core) - 6):
+            assert core[i : i + 7] not in out and core[i : i + 7] not in flat, (secret, out)

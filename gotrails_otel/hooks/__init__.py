@@ -34,13 +34,16 @@ class Library:
     kwargs: str | None = "instrumentor_kwargs"
 
     def load_instrumentor(self) -> Any:
+        """A new instance of the library's OpenTelemetry instrumentor (raises ``ImportError`` when not installed)."""
         module, _, cls = self.instrumentor.partition(":")
         return getattr(importlib.import_module(module), cls)()
 
     def hooks_module(self) -> Any:
+        """gotrails' capture-hook module for the library (``gotrails_otel.hooks.<hooks>``)."""
         return importlib.import_module(f"gotrails_otel.hooks.{self.hooks}")
 
     def hook_kwargs(self) -> dict[str, Any]:
+        """The keyword arguments to pass to the instrumentor's ``instrument()`` (gotrails' hooks)."""
         if self.kwargs is None:
             return {}
         factory: Callable[[], dict[str, Any]] = getattr(self.hooks_module(), self.kwargs)

@@ -66,6 +66,14 @@ def _arguments(method: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> An
     return list(args[1:]) if len(args) > 1 else None
 
 
+def _request(method: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
+    """The arguments; ``executemany`` marked, so that masking reads a list of lists as rows."""
+    request: dict[str, Any] = {"args": _arguments(method, args, kwargs)}
+    if method == "executemany":
+        request["executemany"] = True
+    return request
+
+
 def _rows(method: str, result: Any) -> int | None:
     if method == "execute" and isinstance(result, str):
         last = result.rsplit(" ", 1)[-1]  # command status: "INSERT 0 1", "UPDATE 2", "SELECT 3"
@@ -79,11 +87,11 @@ def _rows(method: str, result: Any) -> int | None:
 
 @guard
 def _done(target: Target, method: str, args: tuple[Any, ...], kwargs: dict[str, Any], result: Any) -> None:
-    target.update("request", {"args": _arguments(method, args, kwargs)})
+    target.update("request", _request(method, args, kwargs))
     target.update("response", {"rows_affected": _rows(method, result)})
 
 
 @guard
 def _failed(target: Target, method: str, args: tuple[Any, ...], kwargs: dict[str, Any], error: Exception) -> None:
-    target.update("request", {"args": _arguments(method, args, kwargs)})
+    target.update("request", _request(method, args, kwargs))
     target.put("error", {"message": str(error).strip() or type(error).__name__, "type": type(error).__qualname__})

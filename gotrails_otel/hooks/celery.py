@@ -16,6 +16,7 @@ Works with every worker pool (prefork, solo, threads): the receivers run in the 
 
 from __future__ import annotations
 
+import inspect
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
@@ -84,6 +85,35 @@ def _dict(value: Any) -> Any:
     return dict(value) if isinstance(value, Mapping) else value
 
 
+def _arg_names(task: Any, args: Any) -> dict[str, Any]:
+    """``{"arg_names": [...]}``: the parameter name of each positional argument (from the task's signature), so
+    that masking reads ``send_reset.delay(email, token)`` as it reads keyword arguments; empty when unknown."""
+    if task is None or not isinstance(args, Sequence) or isinstance(args, (str, bytes)) or not args:
+        return {}
+    try:
+        parameters = list(inspect.signature(task.run).parameters.values())
+    except (AttributeError, TypeError, ValueError):
+        return {}
+    names: list[str] = []
+    for parameter in parameters:
+        if parameter.kind is inspect.Parameter.VAR_POSITIONAL:
+            names += [parameter.name] * (len(args) - len(names))
+            break
+        if parameter.kind in (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD):
+            names.append(parameter.name)
+    return {"arg_names": names[: len(args)]} if names else {}
+
+
+def _registered(name: Any) -> Any:
+    """The task registered under ``name`` in the current Celery app, when the publisher knows it."""
+    try:
+        from celery import current_app
+
+        return current_app.tasks.get(str(name))
+    except Exception:  # no app, or an app that cannot list its tasks: no names
+        return None
+
+
 def _flow_headers(request: Any) -> dict[str, list[str]]:
     headers = {}
     for name in ("x-trace-id", "x-request-id"):
@@ -111,6 +141,7 @@ def _prerun(sender: Any = None, task_id: Any = None, task: Any = None, args: Any
             "task": task.name,
             "id": task_id,
             "args": _list(args),
+            **_arg_names(task, args),
             "kwargs": _dict(kwargs.get("kwargs")),
             "retries": getattr(request, "retries", 0) or 0,
             "queue": delivery.get("routing_key") if isinstance(delivery, Mapping) else None,
@@ -199,6 +230,7 @@ def _before_publish(
             "task": task,
             "id": task_id,
             "args": _list(args),
+            **_arg_names(_registered(task), args),
             "kwargs": _dict(task_kwargs),
             "queue": routing_key,
             "eta": headers.get("eta"),

@@ -19,7 +19,7 @@ from typing import Any
 
 from ..capture import Target, current_target, guard
 from . import _wrap
-from .sqlalchemy import _args
+from .sqlalchemy import _request
 
 __all__ = ["install", "instrumentor_kwargs", "uninstall"]
 
@@ -113,11 +113,11 @@ def parameters(args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> Any:
 @guard
 def _done(target: Target, cursor: Any, args: tuple[Any, ...], kwargs: Mapping[str, Any], many: bool) -> None:
     rowcount = getattr(cursor, "rowcount", -1)
-    target.update("request", {"args": _args(parameters(args, kwargs), many)})
+    target.update("request", _request(parameters(args, kwargs), many))
     target.update("response", {"rows_affected": rowcount if isinstance(rowcount, int) and rowcount >= 0 else None})
 
 
 @guard
 def _failed(target: Target, args: tuple[Any, ...], kwargs: Mapping[str, Any], many: bool, error: Exception) -> None:
-    target.update("request", {"args": _args(parameters(args, kwargs), many)})
+    target.update("request", _request(parameters(args, kwargs), many))
     target.put("error", {"message": str(error).strip() or type(error).__name__, "type": type(error).__qualname__})

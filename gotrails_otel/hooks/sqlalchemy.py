@@ -100,6 +100,15 @@ def _args(parameters: Any, executemany: bool) -> Any:
     return _one(parameters)
 
 
+def _request(parameters: Any, executemany: bool) -> dict[str, Any]:
+    """The arguments; ``executemany`` marked, so that masking reads a list of lists as rows, not as one row of array
+    arguments."""
+    request: dict[str, Any] = {"args": _args(parameters, executemany)}
+    if executemany:
+        request["executemany"] = True
+    return request
+
+
 def _one(parameters: Any) -> Any:
     if parameters is None:
         return None
@@ -118,7 +127,7 @@ def _after_cursor_execute(
     if target is None:
         return
     rowcount = getattr(cursor, "rowcount", -1)
-    target.update("request", {"args": _args(parameters, executemany)})
+    target.update("request", _request(parameters, executemany))
     target.update("response", {"rows_affected": rowcount if isinstance(rowcount, int) and rowcount >= 0 else None})
 
 
@@ -128,9 +137,6 @@ def _handle_error(exception_context: Any) -> None:
     target = target_for(getattr(execution, "_otel_span", None))
     if target is None:
         return
-    target.update(
-        "request",
-        {"args": _args(exception_context.parameters, bool(getattr(execution, "executemany", False)))},
-    )
+    target.update("request", _request(exception_context.parameters, bool(getattr(execution, "executemany", False))))
     error = exception_context.original_exception
     target.put("error", {"message": str(error).strip(), "type": type(error).__qualname__})

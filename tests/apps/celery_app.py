@@ -20,7 +20,7 @@ app.conf.worker_hijack_root_logger = False
 
 
 @app.task(name="shop.charge")
-def charge(order_id, card_number, password=None):
+def charge(order_id, card_number, password=None, note=""):
     with gt.step("Charge"):
         gt.set_metadata(order_id=order_id)
     return {"charged": order_id, "card_number": card_number}
