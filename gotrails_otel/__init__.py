@@ -39,18 +39,21 @@ from .exporters import (
     TrailExporter,
 )
 from .hooks.kafka import kafka_record
-from .processor import CaptureStore, TrailProcessor
+from .processor import CaptureStore, FlushReason, TrailProcessor
 from .propagation import GotrailsPropagator
 from .schema import trail_schema
+from .sealed import SealedTrail
 
 __all__ = [
     "CaptureStore",
     "ConfigError",
     "FileTrailExporter",
+    "FlushReason",
     "GotrailsPropagator",
     "InMemoryTrailExporter",
     "IntegrationHandle",
     "OTelLogTrailExporter",
+    "SealedTrail",
     "StdoutTrailExporter",
     "StepHandle",
     "TrailConfig",

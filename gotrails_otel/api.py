@@ -11,6 +11,8 @@ import functools
 import inspect
 import logging
 import time
+import warnings
+import weakref
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, ParamSpec, TypeVar, overload
@@ -20,7 +22,8 @@ from opentelemetry import trace
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
 from .fold import ATTR_INTEGRATION_TYPE, ATTR_ROLE, INTEGRATION_TYPES, SCOPE
-from .processor import TrailProcessor, processors
+from .registry import current_target, target_for
+from .store import snapshot
 
 __all__ = [
     "IntegrationHandle",
@@ -38,31 +41,108 @@ _log = logging.getLogger("gotrails_otel")
 _P = ParamSpec("_P")
 _R = TypeVar("_R")
 
+# The tracer for steps and integrations, per span pipeline (the span processors of one TracerProvider).
+_tracers: weakref.WeakKeyDictionary[Any, trace.Tracer] = weakref.WeakKeyDictionary()
+_warned: set[str] = set()
+
 
 def _tracer() -> trace.Tracer:
+    """A tracer of the provider that made the current span, so that a step joins the current trail whichever provider
+    the processor is on (the global one or not). With no SDK span current, the global provider's."""
     from . import __version__
 
-    return trace.get_tracer(SCOPE, __version__)
+    span = trace.get_current_span()
+    pipeline = getattr(span, "_span_processor", None)
+    if pipeline is None:
+        return trace.get_tracer(SCOPE, __version__)
+    try:
+        found = _tracers.get(pipeline)
+    except TypeError:  # not weak-referenceable: not the SDK's pipeline
+        return trace.get_tracer(SCOPE, __version__)
+    if found is None:
+        found = _tracer_for(span, pipeline)
+        _tracers[pipeline] = found
+    return found
 
 
-def _owner(span: Span) -> tuple[TrailProcessor, int] | None:
-    ctx = span.get_span_context()
-    if not ctx.is_valid:
-        return None
-    for processor in processors():
-        if processor.captures.tracks(ctx.span_id):
-            return processor, ctx.span_id
-    return None
+def _tracer_for(span: Any, pipeline: Any) -> trace.Tracer:
+    from . import __version__
+
+    provider = trace.get_tracer_provider()
+    if getattr(provider, "_active_span_processor", None) is pipeline:
+        return provider.get_tracer(SCOPE, __version__)
+    from .auto import providers
+
+    for known in providers():
+        if getattr(known, "_active_span_processor", None) is pipeline:
+            return known.get_tracer(SCOPE, __version__)
+    # A provider gotrails was not told about (``provider.add_span_processor(TrailProcessor())`` on a provider that is
+    # not the global one): a tracer on the same span pipeline, resource and limits as the current span.
+    try:
+        from opentelemetry.sdk.trace import Tracer as SdkTracer
+        from opentelemetry.sdk.trace import sampling
+        from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
+        from opentelemetry.sdk.util.instrumentation import InstrumentationInfo, InstrumentationScope
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            return SdkTracer(
+                sampling.ParentBased(sampling.ALWAYS_ON),
+                span.resource,
+                pipeline,
+                RandomIdGenerator(),
+                InstrumentationInfo(SCOPE, __version__),
+                span._limits,
+                InstrumentationScope(SCOPE, __version__),
+            )
+    except Exception as exc:  # an SDK whose internals differ: say so, once, loudly
+        if "tracer" not in _warned:
+            _warned.add("tracer")
+            _log.warning(
+                "gotrails: the current span belongs to a TracerProvider that is not the global one and gotrails "
+                "cannot make spans on it (%s: %s); steps and integrations are recorded only under the global "
+                "provider. Set the provider with gotrails_otel.instrument(provider).",
+                type(exc).__name__,
+                exc,
+            )
+        return trace.get_tracer(SCOPE, __version__)
 
 
 class _Handle:
-    """What a step or integration block can record besides its timing: request, response, metadata."""
+    """What a step or integration block can record besides its timing: request, response, metadata.
+
+    Values are recorded as they are when they are set (containers are copied), so a later change to the object
+    does not reach the trail.
+    """
 
     def __init__(self, span: Span) -> None:
         self.span = span
-        self.request: Any = None
-        self.response: Any = None
-        self.metadata: dict[str, Any] = {}
+        self._request: Any = None
+        self._response: Any = None
+        self._metadata: dict[str, Any] = {}
+
+    @property
+    def request(self) -> Any:
+        """What this step or integration received (JSON-like data), as recorded."""
+        return self._request
+
+    @request.setter
+    def request(self, value: Any) -> None:
+        self._request = snapshot(value)
+
+    @property
+    def response(self) -> Any:
+        """What this step or integration produced (JSON-like data), as recorded."""
+        return self._response
+
+    @response.setter
+    def response(self, value: Any) -> None:
+        self._response = snapshot(value)
+
+    @property
+    def metadata(self) -> dict[str, Any]:
+        """The free-form fields recorded for this entry (a copy)."""
+        return dict(self._metadata)
 
     def set_request(self, value: Any) -> None:
         """Record what this step or integration received (JSON-like data)."""
@@ -74,21 +154,20 @@ class _Handle:
 
     def set_metadata(self, **fields: Any) -> None:
         """Add free-form fields to this entry's ``metadata``."""
-        self.metadata.update(fields)
+        self._metadata.update(snapshot(fields))
 
     def _publish(self, error: BaseException | None) -> None:
         if error is not None:
             self.span.record_exception(error)
             self.span.set_status(Status(StatusCode.ERROR, f"{type(error).__name__}: {error}"))
-        found = _owner(self.span)
-        if found is None:
+        target = target_for(self.span)
+        if target is None:
             return
-        processor, span_id = found
-        for key, value in (("request", self.request), ("response", self.response)):
+        for key, value in (("request", self._request), ("response", self._response)):
             if value is not None:
-                processor.captures.put(span_id, key, value)
-        if self.metadata:
-            processor.captures.update(span_id, "metadata", self.metadata)
+                target.put(key, value)
+        if self._metadata:
+            target.update("metadata", self._metadata)
 
 
 class StepHandle(_Handle):
@@ -232,11 +311,13 @@ def integration(type: str, name: str) -> Iterator[IntegrationHandle]:
 
 
 def set_metadata(**fields: Any) -> None:
-    """Add free-form fields to the current trail's ``metadata{}`` (later values for a key win)."""
-    found = _owner(trace.get_current_span())
-    if found is not None:
-        processor, span_id = found
-        processor.add_metadata(span_id, fields)
+    """Add free-form fields to the current trail's ``metadata{}`` (later values for a key win).
+
+    The values are recorded as they are now: a later change to a dict or list passed here does not reach the trail.
+    """
+    target = current_target()
+    if target is not None:
+        target.add_metadata(snapshot(fields))
 
 
 def record_error(source: str, error: BaseException | str) -> None:
@@ -244,17 +325,16 @@ def record_error(source: str, error: BaseException | str) -> None:
 
     ``source`` names where it happened (a step or integration name); ``error`` is an exception or a message.
     """
-    found = _owner(trace.get_current_span())
-    if found is None:
+    target = current_target()
+    if target is None:
         return
-    processor, span_id = found
     if isinstance(error, BaseException):
-        entry = {
+        entry: dict[str, Any] = {
             "source": str(source),
             "message": str(error) or type(error).__name__,
             "type": type(error).__qualname__,
         }
     else:
         entry = {"source": str(source), "message": str(error)}
-    entry["time_ns"] = time.time_ns()  # type: ignore[assignment]
-    processor.add_error(span_id, entry)
+    entry["time_ns"] = time.time_ns()
+    target.add_error(entry)

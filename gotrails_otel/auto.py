@@ -16,11 +16,11 @@ from .hooks import instrument_libraries, uninstrument_libraries
 from .processor import TrailProcessor
 from .propagation import GotrailsPropagator
 
-__all__ = ["instrument", "post_instrument", "pre_instrument", "uninstrument"]
+__all__ = ["instrument", "post_instrument", "pre_instrument", "providers", "uninstrument"]
 
 _log = logging.getLogger("gotrails_otel")
 _lock = threading.Lock()
-_processors: dict[int, TrailProcessor] = {}  # id(tracer provider) -> its processor
+_processors: dict[int, tuple[SdkTracerProvider, TrailProcessor]] = {}  # id(tracer provider) -> it, its processor
 _previous_propagator: TextMapPropagator | None = None
 
 
@@ -45,11 +45,13 @@ def instrument(
             f"got {type(provider).__name__}. Set one up with trace.set_tracer_provider() first."
         )
     with _lock:
-        processor = _processors.get(id(provider))
-        if processor is None:
+        entry = _processors.get(id(provider))
+        if entry is None:
             processor = TrailProcessor(config=config)
             provider.add_span_processor(processor)
-            _processors[id(provider)] = processor
+            _processors[id(provider)] = (provider, processor)
+        else:
+            processor = entry[1]
         _install_propagator()
     instrument_libraries(tracer_provider if tracer_provider is not None else None)
     return processor
@@ -60,13 +62,19 @@ def uninstrument() -> None:
     global _previous_propagator
     uninstrument_libraries()
     with _lock:
-        processors = list(_processors.values())
+        processors = [processor for _, processor in _processors.values()]
         _processors.clear()
         if _previous_propagator is not None:
             propagate.set_global_textmap(_previous_propagator)
             _previous_propagator = None
     for processor in processors:
         processor.shutdown()  # flushes what is buffered; the provider then skips it (no API removes a processor)
+
+
+def providers() -> list[SdkTracerProvider]:
+    """The tracer providers :func:`instrument` added a processor to."""
+    with _lock:
+        return [provider for provider, _ in _processors.values()]
 
 
 def _install_propagator() -> None:

@@ -82,6 +82,22 @@ class TrailConfig:
             object, characters per string (``GOTRAILS_MAX_DEPTH``, ``GOTRAILS_MAX_ITEMS``, ``GOTRAILS_MAX_STRING``).
         max_trail_bytes: total serialised size of a trail; the largest payloads are trimmed first
             (``GOTRAILS_MAX_TRAIL_BYTES``).
+        max_buffer_bytes: estimated bytes that the trails in flight may hold together (spans, payloads, bodies);
+            past it the oldest trail is flushed as incomplete, reason ``memory``; flushed trails waiting for the fold
+            may hold as much again (``GOTRAILS_MAX_BUFFER_BYTES``).
+        export_timeout_ms: deadline of each export (and of the exporter's flush); an exporter that has not returned
+            by then is abandoned to its thread and the failure counted (``GOTRAILS_EXPORT_TIMEOUT_MS``).
+        export_queue_size, export_queue_bytes: sealed trails waiting for the exporter, by count and by bytes of
+            JSON; what does not fit is dropped and counted, never held (``GOTRAILS_EXPORT_QUEUE_SIZE``,
+            ``GOTRAILS_EXPORT_QUEUE_BYTES``).
+        shutdown_timeout_ms: the longest ``shutdown()`` waits to seal and export what is left
+            (``GOTRAILS_SHUTDOWN_TIMEOUT_MS``).
+        flush_on_sigterm: on ``SIGTERM`` with no handler of the application's (or when a server such as uvicorn
+            re-raises it after its graceful shutdown), shut the processors down before the process ends, so answered
+            requests keep their trails (``GOTRAILS_FLUSH_ON_SIGTERM``).
+        file_max_bytes: rotate the ``file`` exporter's file before it would grow past this size; 0 never rotates
+            (``GOTRAILS_FILE_MAX_BYTES``).
+        file_backups: rotated files kept, ``path.1`` (newest) to ``path.N`` (oldest) (``GOTRAILS_FILE_BACKUPS``).
         sample_ratio: fraction of trails kept, decided from the OTel trace id exactly as the SDK's
             ``TraceIdRatioBased`` sampler decides at the same ratio (``GOTRAILS_SAMPLE_RATIO``, 0..1).
         keep_errors: always keep trails with errors, whatever the ratio (``GOTRAILS_KEEP_ERRORS``).
@@ -124,6 +140,14 @@ class TrailConfig:
     max_items: int = 1000
     max_string_length: int = 16_384
     max_trail_bytes: int = 1_048_576
+    max_buffer_bytes: int = 134_217_728
+    export_timeout_ms: float = 10_000.0
+    export_queue_size: int = 2048
+    export_queue_bytes: int = 67_108_864
+    shutdown_timeout_ms: float = 10_000.0
+    flush_on_sigterm: bool = True
+    file_max_bytes: int = 0
+    file_backups: int = 5
     sample_ratio: float = 1.0
     keep_errors: bool = True
     slow_ms: float | None = None
@@ -154,6 +178,13 @@ class TrailConfig:
         self._check(self.max_items >= 16, "max_items", "must be >= 16")
         self._check(self.max_string_length >= 16, "max_string_length", "must be >= 16")
         self._check(self.max_trail_bytes >= 1024, "max_trail_bytes", "must be >= 1024")
+        self._check(self.max_buffer_bytes >= 65_536, "max_buffer_bytes", "must be >= 65536")
+        self._check(self.export_timeout_ms > 0, "export_timeout_ms", "must be > 0")
+        self._check(self.export_queue_size >= 1, "export_queue_size", "must be >= 1")
+        self._check(self.export_queue_bytes >= 65_536, "export_queue_bytes", "must be >= 65536")
+        self._check(self.shutdown_timeout_ms >= 0, "shutdown_timeout_ms", "must be >= 0")
+        self._check(self.file_max_bytes >= 0, "file_max_bytes", "must be >= 0 (0: no rotation)")
+        self._check(self.file_backups >= 1, "file_backups", "must be >= 1")
         self._check(
             self.mask_field_rule is None or callable(self.mask_field_rule), "mask_field_rule", "must be callable"
         )
@@ -284,6 +315,14 @@ class TrailConfig:
         read("GOTRAILS_MAX_ITEMS", "max_items", _parse_int)
         read("GOTRAILS_MAX_STRING", "max_string_length", _parse_int)
         read("GOTRAILS_MAX_TRAIL_BYTES", "max_trail_bytes", _parse_int)
+        read("GOTRAILS_MAX_BUFFER_BYTES", "max_buffer_bytes", _parse_int)
+        read("GOTRAILS_EXPORT_TIMEOUT_MS", "export_timeout_ms", _parse_number)
+        read("GOTRAILS_EXPORT_QUEUE_SIZE", "export_queue_size", _parse_int)
+        read("GOTRAILS_EXPORT_QUEUE_BYTES", "export_queue_bytes", _parse_int)
+        read("GOTRAILS_SHUTDOWN_TIMEOUT_MS", "shutdown_timeout_ms", _parse_number)
+        read("GOTRAILS_FLUSH_ON_SIGTERM", "flush_on_sigterm", _parse_bool)
+        read("GOTRAILS_FILE_MAX_BYTES", "file_max_bytes", _parse_int)
+        read("GOTRAILS_FILE_BACKUPS", "file_backups", _parse_int)
         read("GOTRAILS_SAMPLE_RATIO", "sample_ratio", _parse_number)
         read("GOTRAILS_KEEP_ERRORS", "keep_errors", _parse_bool)
         read("GOTRAILS_SLOW_MS", "slow_ms", _parse_number)

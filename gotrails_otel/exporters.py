@@ -1,24 +1,41 @@
-"""Trail exporters: where a finished trail goes (OTel logs, stdout, a file, memory)."""
+"""Trail exporters: where a sealed trail goes (OTel logs, stdout, a file, memory).
+
+Every exporter receives the same :class:`~gotrails_otel.sealed.SealedTrail`, on gotrails' export thread (never on
+a request thread), one at a time, each call with a deadline (``GOTRAILS_EXPORT_TIMEOUT_MS``). Exporters are reset
+after ``fork()``: a lock held by the export thread at the fork is not inherited as held.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import io
+import json
 import logging
 import os
 import sys
 import threading
+import time
+import weakref
 from collections.abc import Sequence
 from datetime import datetime
 from typing import IO, Any, Protocol, runtime_checkable
 
+import orjson
 from opentelemetry import trace
 from opentelemetry._logs import Logger, LoggerProvider, SeverityNumber, get_logger_provider
 
-from ._json import dumps
 from .config import TrailConfig
 from .integrity import CHECKPOINT, is_checkpoint
+from .sealed import SealedTrail
+
+try:  # POSIX: rotation is coordinated between processes with a lock file
+    import fcntl
+except ImportError:  # pragma: no cover - Windows
+    fcntl = None  # type: ignore[assignment]
 
 __all__ = [
     "EVENT_NAME",
+    "ExportError",
     "FileTrailExporter",
     "InMemoryTrailExporter",
     "OTelLogTrailExporter",
@@ -33,87 +50,305 @@ _log = logging.getLogger("gotrails_otel")
 
 @runtime_checkable
 class TrailExporter(Protocol):
-    """Receives each finished trail once, on gotrails' flush thread (never on a request thread).
+    """Receives each sealed trail once, on gotrails' export thread (never on a request thread).
 
-    ``trail`` is a dict of JSON types only. ``export`` may raise; the processor logs and counts the failure
-    and goes on with the next trail.
+    ``export`` may raise; the processor counts the failure, logs it (once per kind and interval, with a count) and
+    goes on with the next trail. An export that outlives its deadline is abandoned and counted. ``force_flush`` and
+    ``shutdown`` also run on the export thread, within the caller's timeout.
     """
 
-    def export(self, trail: dict[str, Any]) -> None:
-        """Ship one trail."""
+    def export(self, trail: SealedTrail) -> None:
+        """Ship one trail. ``trail.data`` is its compact JSON; the trail itself is a read-only mapping."""
+
+    def force_flush(self, timeout_millis: int = 30_000) -> bool:
+        """Push out anything buffered; ``True`` when done within the timeout."""
 
     def shutdown(self) -> None:
         """Release resources; called once when the processor shuts down."""
 
 
+class ExportError(Exception):
+    """Raised by an exporter made of several: every exporter that failed, with its exception."""
+
+    def __init__(self, failures: Sequence[tuple[TrailExporter, BaseException]]) -> None:
+        self.failures = list(failures)
+        names = ", ".join(f"{exporter_name(e)}: {type(x).__name__}: {x}" for e, x in self.failures)
+        super().__init__(f"{len(self.failures)} exporter(s) failed: {names}")
+
+
+def exporter_name(exporter: object) -> str:
+    """A short name for logs and metrics."""
+    return type(exporter).__name__
+
+
+# Exporters whose locks must be renewed in a forked child (one fork hook for all of them).
+_FORK_RESET: weakref.WeakSet[Any] = weakref.WeakSet()
+
+
+def _reset_after_fork() -> None:
+    for exporter in list(_FORK_RESET):
+        exporter._reset_after_fork()
+
+
+if hasattr(os, "register_at_fork"):  # absent on Windows, where there is no fork
+    os.register_at_fork(after_in_child=_reset_after_fork)
+
+
+class _LineLockedStdout(io.TextIOWrapper):
+    """``sys.stdout`` with a lock: each ``write`` holds it, and it knows whether the last write ended a line.
+
+    ``print()`` writes its text and its newline in two calls; a trail line written between them would be glued to
+    the application's line. The stdout exporter writes under the same lock, and only at a line boundary. It wraps the
+    same binary buffer as the interpreter's ``sys.stdout`` (which stays referenced as ``sys.__stdout__``), so
+    ``fileno()``, ``isatty()``, ``buffer`` and ``reconfigure()`` behave as before.
+    """
+
+    def __init__(self, original: io.TextIOWrapper) -> None:
+        super().__init__(
+            original.buffer,
+            encoding=original.encoding,
+            errors=original.errors,
+            newline=None if os.name == "nt" else "\n",
+            line_buffering=original.line_buffering,
+            write_through=original.write_through,
+        )
+        self.original = original
+        self.lock = threading.RLock()  # re-entrant: a signal handler may print while its thread is in write()
+        self.mid_line = False
+
+    def write(self, text: str) -> int:
+        with self.lock:
+            count = _text_write(self, text)
+            if text:
+                self.mid_line = text[-1] != "\n"
+            return count
+
+    def write_line(self, line: str, wait: float) -> None:
+        """Write ``line`` (ending with a newline) at a line boundary: once the application's current line has ended,
+        or — when it is still unfinished after ``wait`` seconds — on a new line of its own."""
+        deadline = time.monotonic() + wait
+        while True:
+            with self.lock:
+                if not self.mid_line or time.monotonic() >= deadline:
+                    _text_write(self, "\n" + line if self.mid_line else line)
+                    self.mid_line = False
+                    self.flush()
+                    return
+            time.sleep(0.0005)  # let the application's thread finish its line (print writes the newline next)
+
+    def close(self) -> None:
+        """Flush only: the buffer belongs to the interpreter's stdout."""
+        self.flush()
+
+    def _reset_after_fork(self) -> None:
+        self.lock = threading.RLock()
+
+
+_text_write = io.TextIOWrapper.write
+
+
+def _locked_stdout() -> _LineLockedStdout | None:
+    """The line-locked ``sys.stdout``, installed on first use when ``sys.stdout`` is the interpreter's own."""
+    current = sys.stdout
+    if isinstance(current, _LineLockedStdout):
+        return current
+    if current is None or current is not sys.__stdout__ or type(current) is not io.TextIOWrapper:
+        return None  # replaced (a test runner's capture, the application's own wrapper): leave it alone
+    current.flush()
+    locked = _LineLockedStdout(current)
+    _FORK_RESET.add(locked)
+    sys.stdout = locked
+    return locked
+
+
 class StdoutTrailExporter:
-    """Writes exactly one compact JSON line per trail to standard output (or ``stream``)."""
+    """Writes exactly one compact JSON line per trail to standard output (or to ``stream``, a binary stream).
+
+    In one process a trail line is never split, and never glued to the application's own output: when it is made,
+    the exporter puts a lock around ``sys.stdout`` (when it is the interpreter's own stream) that ``print()`` and the
+    exporter share, and a trail line is written with one call, at a line boundary, then flushed. Output that bypasses
+    ``sys.stdout`` (``sys.stdout.buffer``, ``os.write(1, …)``, a reference to the stream taken before) is not
+    covered. The lock costs ``print()`` about a microsecond.
+
+    Across processes sharing one pipe (forked workers), the operating system keeps a write in one piece only up to
+    ``PIPE_BUF`` bytes (4096 on Linux): larger trails from several processes can interleave there. Use the file
+    exporter (each line one ``O_APPEND`` write) or the OTel logs exporter for several processes.
+    """
 
     def __init__(self, stream: IO[bytes] | None = None) -> None:
         self._stream = stream
         self._lock = threading.Lock()
+        _FORK_RESET.add(self)
+        if stream is None:
+            _locked_stdout()  # now, before the application's threads print (the exporter is made at start-up)
 
-    def export(self, trail: dict[str, Any]) -> None:
-        line = _line(trail)
-        stream = self._stream if self._stream is not None else sys.stdout.buffer
+    def _reset_after_fork(self) -> None:
+        self._lock = threading.Lock()
+
+    def export(self, trail: SealedTrail) -> None:
         with self._lock:
-            stream.write(line)
+            if self._stream is not None:
+                self._stream.write(trail.data + b"\n")
+                self._stream.flush()
+                return
+            text = trail.data.decode("utf-8") + "\n"
+            locked = _locked_stdout()
+            if locked is not None:
+                locked.original.flush()  # anything still written through the original object goes first
+                locked.write_line(_encodable(text, locked.encoding), 0.1)
+                return
+            stream = sys.stdout
+            if stream is None:  # pythonw, or stdout closed: nowhere to write
+                raise RuntimeError("gotrails: sys.stdout is not available")
+            stream.write(_encodable(text, getattr(stream, "encoding", None) or "utf-8"))
             stream.flush()
+
+    def force_flush(self, timeout_millis: int = 30_000) -> bool:
+        """Every line is flushed as it is written."""
+        return True
 
     def shutdown(self) -> None:
         """Nothing to release: the stream belongs to the caller."""
 
 
+def _encodable(text: str, encoding: str) -> str:
+    """``text`` (a JSON line) as it can be written in ``encoding``: unchanged, or with non-ASCII escaped as JSON."""
+    if encoding.lower().replace("-", "").replace("_", "") in ("utf8", "utf8sig") or text.isascii():
+        return text
+    try:
+        text.encode(encoding)
+        return text
+    except (UnicodeEncodeError, LookupError):
+        return json.dumps(orjson.loads(text), ensure_ascii=True, separators=(",", ":")) + "\n"
+
+
 class FileTrailExporter:
     """Appends one JSON line per trail to ``path`` (created with its parent folders when missing).
 
-    Each line is written with a single ``write`` on a file opened in append mode, so lines from several
-    processes appending to the same file do not interleave.
+    * Each line is one ``write`` on a file opened with ``O_APPEND``, so lines from several processes appending to the
+      same file do not interleave.
+    * When ``path`` no longer names the open file (moved or deleted by logrotate or an operator), the file is reopened
+      before the next line, as ``logging.handlers.WatchedFileHandler`` does: no trail goes to an unlinked file.
+    * With ``max_bytes`` > 0 the file is rotated before a line would take it past ``max_bytes``: ``path`` → ``path.1``
+      → … → ``path.N`` (``N`` = ``backups``; the oldest beyond it is deleted), logrotate's naming. Several processes
+      may append to and rotate the same file: the check and the rotation run under an ``fcntl.flock`` on
+      ``path + ".lock"``, and a process whose file was rotated by another reopens ``path`` before its next line.
     """
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
-        self.path = os.fspath(path)
-        parent = os.path.dirname(os.path.abspath(self.path))
-        os.makedirs(parent, exist_ok=True)
-        self._fd: int | None = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
+    def __init__(self, path: str | os.PathLike[str], max_bytes: int = 0, backups: int = 5) -> None:
+        if max_bytes < 0 or backups < 1:
+            raise ValueError("max_bytes must be >= 0 and backups >= 1")
+        self.path = os.path.abspath(os.fspath(path))
+        self.max_bytes = max_bytes
+        self.backups = backups
+        os.makedirs(os.path.dirname(self.path), exist_ok=True)
+        self._lock = threading.Lock()
+        self._fd: int | None = None
+        self._identity: tuple[int, int] | None = None
+        self._closed = False
+        self._open()
+        _FORK_RESET.add(self)
+
+    def _reset_after_fork(self) -> None:
         self._lock = threading.Lock()
 
-    def export(self, trail: dict[str, Any]) -> None:
-        line = _line(trail)
+    def _open(self) -> None:
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
+        stat = os.fstat(fd)
+        old, self._fd, self._identity = self._fd, fd, (stat.st_dev, stat.st_ino)
+        if old is not None:
+            with contextlib.suppress(OSError):
+                os.close(old)
+
+    def _current_size(self) -> int | None:
+        """The size of the file at ``path`` when it is still the open file, else ``None`` (moved, deleted)."""
+        try:
+            stat = os.stat(self.path)
+        except FileNotFoundError:
+            return None
+        if (stat.st_dev, stat.st_ino) != self._identity:
+            return None
+        return stat.st_size
+
+    def export(self, trail: SealedTrail) -> None:
+        line = trail.data + b"\n"
         with self._lock:
-            if self._fd is None:
+            if self._closed or self._fd is None:
                 raise RuntimeError(f"gotrails: file exporter for {self.path} is shut down")
+            size = self._current_size()
+            if size is None:
+                self._open()
+                size = 0
+            if self.max_bytes and size and size + len(line) > self.max_bytes:
+                self._rotate(len(line))
+            fd = self._fd
+            assert fd is not None
             view = memoryview(line)
             while view:
-                written = os.write(self._fd, view)
+                written = os.write(fd, view)
                 view = view[written:]
+
+    def _rotate(self, incoming: int) -> None:
+        """Rotate under the cross-process lock, unless another process did it already."""
+        lock_fd = os.open(self.path + ".lock", os.O_WRONLY | os.O_CREAT, 0o640)
+        try:
+            if fcntl is not None:
+                fcntl.flock(lock_fd, fcntl.LOCK_EX)
+            size = self._current_size()
+            if size is not None and size and size + incoming > self.max_bytes:
+                self._shift()
+            self._open()  # the new file (or the one another process has just opened at path)
+        finally:
+            os.close(lock_fd)  # closing releases the flock
+
+    def _shift(self) -> None:
+        for n in range(self.backups, 0, -1):
+            source = self.path if n == 1 else f"{self.path}.{n - 1}"
+            if os.path.exists(source):
+                os.replace(source, f"{self.path}.{n}")
+
+    def force_flush(self, timeout_millis: int = 30_000) -> bool:
+        """Lines are written to the file as they come (no buffer in this process)."""
+        return True
 
     def shutdown(self) -> None:
         """Close the file."""
         with self._lock:
+            self._closed = True
             if self._fd is not None:
                 os.close(self._fd)
                 self._fd = None
 
 
 class InMemoryTrailExporter:
-    """Keeps trails in memory; for tests. Checkpoints of the hash chain are kept apart from the trails."""
+    """Keeps trails in memory; for tests. :meth:`get_finished_trails` returns fresh plain dicts of what went out;
+    checkpoints of the hash chain are kept apart from the trails (:meth:`get_finished_records` has both)."""
 
     def __init__(self) -> None:
-        self._trails: list[dict[str, Any]] = []
+        self._trails: list[SealedTrail] = []
+        self._lock = threading.Lock()
+        _FORK_RESET.add(self)
+
+    def _reset_after_fork(self) -> None:
         self._lock = threading.Lock()
 
-    def export(self, trail: dict[str, Any]) -> None:
+    def export(self, trail: SealedTrail) -> None:
         with self._lock:
             self._trails.append(trail)
 
     def get_finished_trails(self) -> list[dict[str, Any]]:
-        """A copy of the list of trails exported so far, in export order (without checkpoint records)."""
-        with self._lock:
-            return [trail for trail in self._trails if not is_checkpoint(trail)]
+        """The trails exported so far, in export order, each a fresh plain dict decoded from what was exported
+        (without checkpoint records)."""
+        return [record for record in self.get_finished_records() if not is_checkpoint(record)]
 
     def get_finished_records(self) -> list[dict[str, Any]]:
-        """Everything exported so far, trails and checkpoints, in export order."""
+        """Everything exported so far, trails and checkpoints, in export order, as fresh plain dicts."""
+        with self._lock:
+            sealed = list(self._trails)
+        return [orjson.loads(trail.data) for trail in sealed]
+
+    def get_sealed_trails(self) -> list[SealedTrail]:
+        """The sealed trails exported so far, as the exporters received them."""
         with self._lock:
             return list(self._trails)
 
@@ -122,6 +357,10 @@ class InMemoryTrailExporter:
         with self._lock:
             self._trails.clear()
 
+    def force_flush(self, timeout_millis: int = 30_000) -> bool:
+        """Nothing is buffered."""
+        return True
+
     def shutdown(self) -> None:
         """Nothing to release."""
 
@@ -129,8 +368,8 @@ class InMemoryTrailExporter:
 class OTelLogTrailExporter:
     """Emits one OpenTelemetry LogRecord per trail through a LoggerProvider (the global one by default).
 
-    The record's event name is ``gotrails.trail``, its body the trail, its timestamp the request start and its
-    trace and span ids those of the request's root span, so whatever logs exporter is configured
+    The record's event name is ``gotrails.trail``, its body the trail (a fresh plain dict), its timestamp the request
+    start and its trace and span ids those of the request's root span, so whatever logs exporter is configured
     (``OTEL_LOGS_EXPORTER=console``, ``otlp``…) ships it and backends link it to the trace. A checkpoint of the
     hash chain goes out as a record of its own with event name ``gotrails.checkpoint``.
     """
@@ -148,57 +387,53 @@ class OTelLogTrailExporter:
             self._logger = provider.get_logger("gotrails_otel", __version__)
         return self._logger
 
-    def export(self, trail: dict[str, Any]) -> None:
-        if is_checkpoint(trail):
+    def export(self, trail: SealedTrail) -> None:
+        body: dict[str, Any] = orjson.loads(trail.data)
+        if is_checkpoint(body):
             self._get_logger().emit(
                 severity_number=SeverityNumber.INFO,
                 severity_text="INFO",
-                body=trail,
+                body=body,
                 event_name=CHECKPOINT,
-                attributes={"gotrails.chain": str(trail.get("chain")), "gotrails.seq": int(trail.get("seq") or 0)},
+                attributes={"gotrails.chain": str(body.get("chain")), "gotrails.seq": int(body.get("seq") or 0)},
             )
             return
-        otel = trail.get("otel") or {}
+        otel = body.get("otel")
         context = None
-        try:
-            span_context = trace.SpanContext(
-                trace_id=int(otel["trace_id"], 16),
-                span_id=int(otel["span_id"], 16),
-                is_remote=False,
-                trace_flags=trace.TraceFlags(trace.TraceFlags.SAMPLED),
-            )
-            context = trace.set_span_in_context(trace.NonRecordingSpan(span_context))
-        except (KeyError, TypeError, ValueError):
-            _log.debug("gotrails: trail without OTel ids; log record not linked to a trace")
-        status = trail.get("status")
+        if isinstance(otel, dict):
+            try:
+                span_context = trace.SpanContext(
+                    trace_id=int(otel["trace_id"], 16),
+                    span_id=int(otel["span_id"], 16),
+                    is_remote=False,
+                    trace_flags=trace.TraceFlags(trace.TraceFlags.SAMPLED),
+                )
+                context = trace.set_span_in_context(trace.NonRecordingSpan(span_context))
+            except (KeyError, TypeError, ValueError):
+                _log.debug("gotrails: trail without OTel ids; log record not linked to a trace")
+        status = body.get("status")
         self._get_logger().emit(
-            timestamp=_timestamp_ns(trail.get("timestamp")),
+            timestamp=_timestamp_ns(body.get("timestamp")),
             context=context,
             severity_number=SeverityNumber.ERROR if status == "error" else SeverityNumber.INFO,
             severity_text="ERROR" if status == "error" else "INFO",
-            body=trail,
+            body=body,
             event_name=EVENT_NAME,
             attributes={
-                "gotrails.trace_id": str(trail.get("trace_id")),
-                "gotrails.request_id": str(trail.get("request_id")),
+                "gotrails.trace_id": str(body.get("trace_id")),
+                "gotrails.request_id": str(body.get("request_id")),
                 "gotrails.status": str(status),
             },
         )
 
     def force_flush(self, timeout_millis: int = 30_000) -> bool:
-        """Flush the LoggerProvider when it supports it."""
+        """Flush the LoggerProvider when it supports it (its batch processor holds the records)."""
         provider = self._provider if self._provider is not None else get_logger_provider()
         flush = getattr(provider, "force_flush", None)
         return bool(flush(timeout_millis)) if callable(flush) else True
 
     def shutdown(self) -> None:
         """Nothing to release: the LoggerProvider belongs to the application."""
-
-
-def _line(trail: dict[str, Any]) -> bytes:
-    """One JSON line: a stamped trail's bytes exactly as hashed, else the trail serialised."""
-    data = getattr(trail, "data", None)
-    return (data if isinstance(data, bytes) else dumps(trail)) + b"\n"
 
 
 def _timestamp_ns(value: Any) -> int | None:
@@ -213,20 +448,20 @@ def _timestamp_ns(value: Any) -> int | None:
 
 
 class _MultiExporter:
-    """Sends each trail to several exporters; one failing does not stop the others."""
+    """Sends each trail to several exporters; one failing does not stop the others, and every failure is reported."""
 
     def __init__(self, exporters: Sequence[TrailExporter]) -> None:
         self.exporters = tuple(exporters)
 
-    def export(self, trail: dict[str, Any]) -> None:
-        failures = []
+    def export(self, trail: SealedTrail) -> None:
+        failures: list[tuple[TrailExporter, BaseException]] = []
         for exporter in self.exporters:
             try:
                 exporter.export(trail)
-            except Exception as exc:
-                failures.append(exc)
+            except Exception as exc:  # reported below, with every other failure
+                failures.append((exporter, exc))
         if failures:
-            raise failures[0]
+            raise ExportError(failures)
 
     def force_flush(self, timeout_millis: int = 30_000) -> bool:
         ok = True
@@ -237,8 +472,14 @@ class _MultiExporter:
         return ok
 
     def shutdown(self) -> None:
+        failures: list[tuple[TrailExporter, BaseException]] = []
         for exporter in self.exporters:
-            exporter.shutdown()
+            try:
+                exporter.shutdown()
+            except Exception as exc:  # every exporter gets its shutdown
+                failures.append((exporter, exc))
+        if failures:
+            raise ExportError(failures)
 
 
 class _AutoExporter:
@@ -251,25 +492,24 @@ class _AutoExporter:
 
     def __init__(self) -> None:
         self._chosen: TrailExporter | None = None
-        self._lock = threading.Lock()
 
     def _choose(self) -> TrailExporter:
-        with self._lock:
-            if self._chosen is None:
-                from opentelemetry.sdk._logs import LoggerProvider as SdkLoggerProvider
+        # Only ever called on the export thread: no lock needed.
+        if self._chosen is None:
+            from opentelemetry.sdk._logs import LoggerProvider as SdkLoggerProvider
 
-                provider = get_logger_provider()
-                if isinstance(provider, SdkLoggerProvider) and _has_processors(provider):
-                    self._chosen = OTelLogTrailExporter()
-                else:
-                    _log.warning(
-                        "gotrails: no OpenTelemetry SDK LoggerProvider with a logs exporter is configured; writing "
-                        "trails to stdout (set OTEL_LOGS_EXPORTER, or GOTRAILS_EXPORTER to choose)"
-                    )
-                    self._chosen = StdoutTrailExporter()
-            return self._chosen
+            provider = get_logger_provider()
+            if isinstance(provider, SdkLoggerProvider) and _has_processors(provider):
+                self._chosen = OTelLogTrailExporter()
+            else:
+                _log.warning(
+                    "gotrails: no OpenTelemetry SDK LoggerProvider with a logs exporter is configured; writing "
+                    "trails to stdout (set OTEL_LOGS_EXPORTER, or GOTRAILS_EXPORTER to choose)"
+                )
+                self._chosen = StdoutTrailExporter()
+        return self._chosen
 
-    def export(self, trail: dict[str, Any]) -> None:
+    def export(self, trail: SealedTrail) -> None:
         self._choose().export(trail)
 
     def force_flush(self, timeout_millis: int = 30_000) -> bool:
@@ -299,5 +539,5 @@ def exporter_from_config(config: TrailConfig) -> TrailExporter:
         elif name == "stdout":
             built.append(StdoutTrailExporter())
         elif name == "file" and config.file_path:
-            built.append(FileTrailExporter(config.file_path))
+            built.append(FileTrailExporter(config.file_path, config.file_max_bytes, config.file_backups))
     return built[0] if len(built) == 1 else _MultiExporter(built)

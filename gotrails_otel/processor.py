@@ -1,234 +1,49 @@
-"""``TrailProcessor``: buffers the spans of each request and flushes one trail per request, exactly once."""
+"""``TrailProcessor``: buffers the spans of each request and flushes one trail per request, exactly once.
+
+The processor is the OpenTelemetry side of gotrails: it feeds span starts and ends into the per-request buffer
+(:mod:`.buffer`), owns the capture store hooks write into (:mod:`.store`), and the flush pipeline that folds, masks,
+seals and exports trails off the request path (:mod:`.pipeline`).
+"""
 
 from __future__ import annotations
 
+import enum
 import logging
-import os
 import threading
 import time
-import weakref
-from collections import OrderedDict, deque
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 from opentelemetry import context as otel_context
 from opentelemetry import metrics
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 
-from .bridge import set_span_metadata
+from . import registry
+from .buffer import FlushReason, TrailBuffer, TrailState
 from .config import TrailConfig
 from .exporters import TrailExporter, exporter_from_config
-from .fold import FoldInput, fold
-from .integrity import Chain, StampedTrail
+from .integrity import Chain
+from .metrics import Counters, FailureLog, register_gauges
+from .pipeline import ExportQueue, FlushWorker
+from .records import SpanRecord
 from .sampling import TrailSampler
+from .sealed import SealedTrail
+from .store import CaptureStore
 
-__all__ = ["CaptureStore", "TrailProcessor"]
+__all__ = ["CaptureStore", "FlushReason", "ProcessorState", "TrailProcessor", "TrailState", "processors"]
 
+_SUPPRESS = otel_context._SUPPRESS_INSTRUMENTATION_KEY
+_OPEN = TrailState.OPEN
+_DRAINING = TrailState.DRAINING
 _log = logging.getLogger("gotrails_otel")
-_MAX_LATE_IDS = 10_000
-_MAX_METADATA_KEYS = 1_000
-
-# Every live processor, so the module-level API (steps, metadata, hooks) can find the trail of a span.
-_PROCESSORS: weakref.WeakSet[TrailProcessor] = weakref.WeakSet()
 
 
-class _SpanRecord:
-    """What the fold needs of an ended span, kept instead of the SDK's ``ReadableSpan``.
+class ProcessorState(enum.Enum):
+    """Where a processor is in its life."""
 
-    A ReadableSpan carries locks and bounded containers for its attributes and events; holding thousands of them
-    until their requests end keeps the garbage collector busy. This record holds plain values (its attribute dict
-    holds atomic values only, which the collector does not track) and lets the ReadableSpan go at once.
-    """
-
-    __slots__ = (
-        "attributes",
-        "context",
-        "end_time",
-        "events",
-        "instrumentation_scope",
-        "kind",
-        "name",
-        "parent",
-        "resource",
-        "start_time",
-        "status",
-    )
-
-    def __init__(self, span: ReadableSpan) -> None:
-        inner = getattr(getattr(span, "_attributes", None), "_dict", None)
-        self.attributes = dict(inner) if isinstance(inner, dict) else dict(span.attributes or {})
-        self.context = span.context
-        self.parent = span.parent
-        self.name = span.name
-        self.kind = span.kind
-        self.start_time = span.start_time
-        self.end_time = span.end_time
-        self.status = span.status
-        events = getattr(span, "_events", None)
-        self.events = tuple(events) if events else ()
-        self.instrumentation_scope = span.instrumentation_scope
-        self.resource = span.resource
-
-
-class _Trail:
-    """The mutable buffer of one request, guarded by its processor's lock."""
-
-    __slots__ = (
-        "captures",
-        "created",
-        "dropped",
-        "errors",
-        "finished",
-        "grace_started",
-        "metadata",
-        "open",
-        "pending",
-        "root",
-        "root_ended",
-        "root_id",
-        "span_ids",
-        "spans",
-    )
-
-    def __init__(self, root: Span, created: float) -> None:
-        self.root: ReadableSpan = root
-        self.root_id: int = root.context.span_id
-        self.root_ended = False
-        self.spans: list[ReadableSpan] = []
-        self.span_ids: list[int] = [self.root_id]
-        self.open = 0
-        self.pending = 0
-        self.captures: dict[int, dict[str, Any]] = {}
-        self.metadata: dict[str, Any] = {}
-        self.errors: list[dict[str, Any]] = []
-        self.dropped: dict[str, int] = {}
-        self.created = created
-        self.grace_started = False
-        self.finished = False
-
-    def count_drop(self, what: str, n: int = 1) -> None:
-        self.dropped[what] = self.dropped.get(what, 0) + n
-
-
-class _Counters:
-    """Drop and flush counts, kept locally (``TrailProcessor.stats()``) and as OTel metrics."""
-
-    def __init__(self, meter_provider: metrics.MeterProvider | None) -> None:
-        self.values: dict[str, int] = {}
-        self._lock = threading.Lock()
-        meter = metrics.get_meter("gotrails_otel", meter_provider=meter_provider)
-        self._trails = meter.create_counter("gotrails.trails", unit="{trail}", description="Trails flushed")
-        self._drops = meter.create_counter(
-            "gotrails.dropped",
-            unit="{item}",
-            description="Spans, payloads, errors or metadata dropped by limits",
-        )
-        self._failures = meter.create_counter(
-            "gotrails.failures",
-            unit="{failure}",
-            description="Folds, exports or emits of a trail that failed",
-        )
-
-    def add(self, name: str, n: int = 1, *, reason: str | None = None) -> None:
-        key = f"{name}.{reason}" if reason else name
-        with self._lock:
-            self.values[key] = self.values.get(key, 0) + n
-        try:
-            if name == "trails":
-                self._trails.add(n, {"reason": reason or ""})
-            elif name == "failures":
-                self._failures.add(n, {"stage": reason or ""})
-            else:
-                self._drops.add(n, {"what": name, "reason": reason or ""})
-        except Exception:  # a broken MeterProvider must not break the request path
-            _log.debug("gotrails: recording a metric failed", exc_info=True)
-
-    def snapshot(self) -> dict[str, int]:
-        with self._lock:
-            return dict(self.values)
-
-
-class CaptureStore:
-    """Payloads captured by hooks and the public API, keyed by span id and merged into the trail at fold.
-
-    Writes go to the trail that owns the span, so they are bounded by the trail's limits and freed when the
-    trail is flushed. A payload may arrive after its span ended (an HTTP response body, a Kafka offset): it
-    still reaches the trail as long as the trail has not been flushed; use :meth:`hold` to make the trail wait
-    for it (within the grace period). Writes for spans outside any trail are ignored and return ``False``.
-
-    Keys the fold understands: ``request``, ``response``, ``metadata`` (dicts merged into the entry), ``error``
-    (an exception, a mapping with ``message``/``type``, or a string), ``name`` (overrides the default name),
-    and on the root span ``trace_id``/``request_id``.
-    """
-
-    def __init__(self, processor: TrailProcessor) -> None:
-        self._processor = processor
-
-    def put(self, span_id: int, key: str, value: Any) -> bool:
-        """Set ``key`` of the span's payload to ``value`` (replacing any earlier value)."""
-        with self._processor._lock:
-            trail = self._processor._owner.get(span_id)
-            if trail is None:
-                self._processor._counters.add("captures", reason="no_trail")
-                return False
-            trail.captures.setdefault(span_id, {})[key] = value
-            return True
-
-    def update(self, span_id: int, key: str, values: Mapping[str, Any]) -> bool:
-        """Merge ``values`` into the dict under ``key`` (``request``, ``response``, ``metadata``)."""
-        with self._processor._lock:
-            trail = self._processor._owner.get(span_id)
-            if trail is None:
-                self._processor._counters.add("captures", reason="no_trail")
-                return False
-            payload = trail.captures.setdefault(span_id, {})
-            current = payload.get(key)
-            if isinstance(current, dict):
-                current.update(values)
-            else:
-                payload[key] = dict(values)
-            return True
-
-    def get(self, span_id: int) -> dict[str, Any] | None:
-        """A copy of what is captured for ``span_id`` so far, or ``None``."""
-        with self._processor._lock:
-            trail = self._processor._owner.get(span_id)
-            if trail is None or span_id not in trail.captures:
-                return None
-            return dict(trail.captures[span_id])
-
-    @property
-    def config(self) -> TrailConfig:
-        """The owning processor's configuration (limits that hooks apply at capture time)."""
-        return self._processor.config
-
-    def tracks(self, span_id: int) -> bool:
-        """Whether ``span_id`` belongs to a trail that has not been flushed yet."""
-        return span_id in self._processor._owner
-
-    def hold(self, span_id: int) -> Callable[[], None] | None:
-        """Keep the span's trail open until the returned release function is called (or the grace expires).
-
-        Returns ``None`` when the span is in no trail. Calling the release function more than once is harmless.
-        """
-        processor = self._processor
-        with processor._lock:
-            trail = processor._owner.get(span_id)
-            if trail is None:
-                return None
-            trail.pending += 1
-        released = threading.Event()
-
-        def release() -> None:
-            if released.is_set():
-                return
-            released.set()
-            with processor._lock:
-                if not trail.finished:
-                    trail.pending -= 1
-                    processor._maybe_finish(trail)
-
-        return release
+    RUNNING = "running"
+    SHUTTING_DOWN = "shutting_down"
+    SHUT_DOWN = "shut_down"
 
 
 class TrailProcessor(SpanProcessor):
@@ -236,14 +51,17 @@ class TrailProcessor(SpanProcessor):
 
     A request is everything under one *local root* span (a span with no parent, or a remote parent) whose kind
     is in ``config.root_kinds`` (SERVER and CONSUMER by default); spans under other local roots are ignored.
-    The trail is flushed once, off the request path, when the root and every child started under it have ended;
-    children still open when the root ends get ``config.grace_ms``, after which the trail is flushed marked
-    incomplete. ``config.max_age_ms`` and ``config.max_trails`` bound how long and how many trails are held.
+    The trail is flushed once, off the request path, when the request is over (its root span has ended, and its
+    processing — an ASGI app, a Kafka record — is done) and every child started under it has ended; children and
+    payloads still open then get ``config.grace_ms``, after which the trail is flushed marked incomplete.
+    ``config.max_age_ms``, ``config.max_trails`` and ``config.max_buffer_bytes`` bound how long, how many and how
+    much is held; the export queue is bounded by ``config.export_queue_size`` and ``config.export_queue_bytes``, and
+    each export by ``config.export_timeout_ms``.
 
     Args:
         exporter: where trails go; by default chosen from ``config`` (``GOTRAILS_EXPORTER``).
         config: settings; by default :meth:`TrailConfig.from_env`.
-        meter_provider: for the drop and flush counters; the global one by default.
+        meter_provider: for the counters and gauges; the global one by default.
     """
 
     def __init__(
@@ -253,48 +71,88 @@ class TrailProcessor(SpanProcessor):
         *,
         meter_provider: metrics.MeterProvider | None = None,
     ) -> None:
-        self.config = config if config is not None else TrailConfig.from_env()
-        self.exporter = exporter if exporter is not None else exporter_from_config(self.config)
-        self.captures = CaptureStore(self)
-        self._counters = _Counters(meter_provider)
-        self._grace_s = self.config.grace_ms / 1000.0
-        self._max_age_s = self.config.max_age_ms / 1000.0
-        self._policy = self.config.policy()
-        self._root_kinds = self.config.root_kinds
-        self._max_spans = self.config.max_spans_per_trail
-        self._enabled = self.config.enabled
-        self._sampler = TrailSampler.from_config(self.config, self._counters.add)
-        self._chain = Chain.from_config(self.config)
-        self._init_state()
-        _PROCESSORS.add(self)
-        ref = weakref.ref(self)
+        self.config = config = config if config is not None else TrailConfig.from_env()
+        self._counters = counters = Counters(meter_provider)
+        self._failures = failures = FailureLog()
+        self._own_threads: set[int] = set()
+        self._buffer = buffer = TrailBuffer(
+            grace_s=config.grace_ms / 1000.0,
+            max_age_s=config.max_age_ms / 1000.0,
+            max_trails=config.max_trails,
+            max_bytes=config.max_buffer_bytes,
+            max_spans=config.max_spans_per_trail,
+            max_errors=config.max_errors_per_trail,
+            counters=counters,
+        )
+        policy = config.policy()
+        self.captures = CaptureStore(buffer, config, counters, policy)
+        self._chain = Chain.from_config(config)
+        self._exports = ExportQueue(
+            exporter if exporter is not None else exporter_from_config(config),
+            timeout_s=config.export_timeout_ms / 1000.0,
+            max_items=config.export_queue_size,
+            max_bytes=config.export_queue_bytes,
+            counters=counters,
+            failures=failures,
+            own_threads=self._own_threads,
+            on_lost=self._lost if self._chain is not None else None,
+        )
+        self._worker = FlushWorker(
+            buffer,
+            config,
+            policy,
+            counters,
+            failures,
+            self._exports,
+            self._own_threads,
+            TrailSampler.from_config(config, counters.add),
+            self._chain,
+        )
+        self._root_kinds = config.root_kinds
+        self._max_spans = config.max_spans_per_trail
+        self._enabled = config.enabled
+        self.state = ProcessorState.RUNNING
+        registry.register(self)
+        register_gauges(meter_provider, lambda: [p.gauges() for p in registry.live()])
+        if config.enabled and config.flush_on_sigterm:
+            registry.install_sigterm_flush()
 
-        def after_fork() -> None:
-            processor = ref()
-            if processor is not None:
-                processor._init_state()
+    @property
+    def exporter(self) -> TrailExporter:
+        """Where sealed trails go (may be replaced; the next export uses the new one)."""
+        return self._exports.exporter
 
-        os.register_at_fork(after_in_child=after_fork)
+    @exporter.setter
+    def exporter(self, exporter: TrailExporter) -> None:
+        self._exports.exporter = exporter
 
     @property
     def chain(self) -> Chain | None:
         """The hash chain that stamps this processor's trails (``None`` with ``GOTRAILS_INTEGRITY=false``)."""
         return self._chain
 
-    def _init_state(self) -> None:
-        # Also run in a forked child: a lock held by another thread at fork() would stay held forever there,
-        # and the worker thread does not exist in the child.
-        self._lock = threading.Lock()
-        self._cond = threading.Condition(self._lock)
-        self._trails: OrderedDict[int, _Trail] = OrderedDict()
-        self._owner: dict[int, _Trail] = {}
-        self._late: OrderedDict[int, None] = OrderedDict()
-        self._grace: deque[tuple[float, _Trail]] = deque()
-        self._ready: deque[tuple[_Trail, str]] = deque()
-        self._busy = False
-        self._closed = False
-        self._worker: threading.Thread | None = None
-        self._worker_ident: int | None = None
+    def _lost(self, trail: SealedTrail) -> None:
+        """A stamped trail that did not reach every exporter: the next checkpoint lists its ``seq``."""
+        chain = self._chain
+        if chain is None or "integrity" not in trail:
+            return
+        seq = trail["integrity"].get("seq")
+        if isinstance(seq, int):
+            chain.note_lost(seq)
+
+    @property
+    def stages(self) -> list[Any]:
+        """The pipeline stages run between the masking policy and the seal (see :func:`.pipeline.build_stages`)."""
+        return self._worker.stages
+
+    def _after_fork(self) -> None:
+        """In a forked child: empty buffers, fresh locks, no threads (they do not exist in the child)."""
+        self._own_threads.clear()
+        self._buffer.reset()
+        self._counters.reset_lock()
+        self._failures.reset_lock()
+        self._exports.reset()
+        self._worker.reset()
 
     # ------------------------------------------------------------------------------------ span events
 
@@ -302,310 +160,157 @@ class TrailProcessor(SpanProcessor):
         if not self._enabled:
             return
         parent = span.parent
+        buffer = self._buffer
         if parent is None or parent.is_remote:
             if span.kind not in self._root_kinds:
                 return
-            if threading.get_ident() == self._worker_ident or otel_context.get_value(
-                otel_context._SUPPRESS_INSTRUMENTATION_KEY, parent_context
-            ):
+            if threading.get_ident() in self._own_threads or otel_context.get_value(_SUPPRESS, parent_context):
                 return  # gotrails' own export activity, or instrumentation suppressed by the caller
-            trail = _Trail(span, time.monotonic())
-            with self._lock:
-                if self._closed:
+            with buffer.lock:
+                if buffer.closed:
                     return
-                while len(self._trails) >= self.config.max_trails:
-                    self._finish(next(iter(self._trails.values())), "capacity")
-                self._trails[trail.root_id] = trail
-                self._owner[trail.root_id] = trail
-                self._ensure_worker()
+                buffer.open_trail(span)
+                self._worker.ensure_started()
             return
-        owners = self._owner
         parent_id = parent.span_id
-        if parent_id not in owners:  # cheap exit for spans outside every trail
+        owner = buffer.owner
+        if parent_id not in owner:  # cheap exit for spans outside every trail
+            if parent_id in buffer.late:
+                with buffer.lock:
+                    trail = buffer.late.get(parent_id)
+                    if trail is not None:
+                        buffer.start_late_child(trail, span.context.span_id)
             return
         span_id = span.context.span_id
-        with self._lock:
-            owner = owners.get(parent_id)
-            if owner is None or owner.finished:
+        with buffer.lock:
+            trail = owner.get(parent_id)
+            if trail is None:  # sealed meanwhile
+                late = buffer.late.get(parent_id)
+                if late is not None:
+                    buffer.start_late_child(late, span_id)
                 return
-            trail = owner
-            if len(trail.span_ids) >= self._max_spans:
-                trail.count_drop("spans")
-                self._counters.add("spans", reason="max_spans_per_trail")
-                return
-            trail.span_ids.append(span_id)
-            trail.open += 1
-            owners[span_id] = trail
+            state = trail.state
+            if (state is _OPEN or state is _DRAINING) and trail.dropped_ids is None:
+                span_ids = trail.span_ids
+                if len(span_ids) < self._max_spans:  # the common case, inlined: a child of a trail in flight
+                    span_ids.append(span_id)
+                    trail.open += 1
+                    owner[span_id] = trail
+                    return
+            buffer.start_child(trail, span_id, parent_id)
 
     def on_end(self, span: ReadableSpan) -> None:
         ctx = span.context
         if ctx is None:
             return
         span_id = ctx.span_id
-        if span_id not in self._owner:
-            if span_id in self._late:
-                with self._lock:
-                    found = span_id in self._late
-                    self._late.pop(span_id, None)
-                if found:
-                    self._counters.add("spans", reason="late")
+        buffer = self._buffer
+        owner = buffer.owner
+        if span_id not in owner:
+            if span_id in buffer.late:
+                with buffer.lock:
+                    trail = buffer.late.pop(span_id, None)
+                    if trail is not None:
+                        buffer.count_late(trail, "spans")
             return
-        with self._lock:
-            trail = self._owner.get(span_id)
-            if trail is None or trail.finished:
+        with buffer.lock:
+            trail = owner.get(span_id)
+            if trail is None:  # sealed meanwhile
+                late = buffer.late.pop(span_id, None)
+                if late is not None:
+                    buffer.count_late(late, "spans")
                 return
-            if span_id == trail.root_id:
-                trail.root = span
-                trail.root_ended = True
-            else:
-                trail.spans.append(_SpanRecord(span))  # type: ignore[arg-type]
-                trail.open -= 1
-                if not trail.root_ended:
-                    return  # the common case: a child ends while its request is still running
-            self._maybe_finish(trail)
+            if trail.root_ended is None and trail.state is _OPEN and span_id != trail.root_id:
+                if trail.dropped_ids is None or span_id not in trail.dropped_ids:
+                    # The common case, inlined: a child ends while its request is still running.
+                    record = SpanRecord(span)
+                    trail.spans.append(record)
+                    trail.open -= 1
+                    size = record.size
+                    trail.nbytes += size
+                    buffer.open_bytes += size
+                    if buffer.open_bytes > buffer.max_bytes:
+                        buffer.evict()
+                return
+            buffer.end_span(trail, span, span_id)
 
-    # --------------------------------------------------------------------------- the trail's lifecycle
-
-    def _maybe_finish(self, trail: _Trail) -> None:
-        """With the lock held: flush when complete, else start the grace period once the root ended."""
-        if not trail.root_ended:
-            return
-        if trail.open <= 0 and trail.pending <= 0:
-            self._finish(trail, "complete")
-        elif not trail.grace_started:
-            trail.grace_started = True
-            self._grace.append((time.monotonic() + self._grace_s, trail))
-            self._cond.notify_all()
-
-    def _finish(self, trail: _Trail, reason: str) -> None:
-        """With the lock held: take the trail out of the buffers and queue it for the worker."""
-        trail.finished = True
-        self._trails.pop(trail.root_id, None)
-        ended = {s.context.span_id for s in trail.spans if s.context is not None}
-        ended.add(trail.root_id)
-        for span_id in trail.span_ids:
-            self._owner.pop(span_id, None)
-            if span_id not in ended:
-                self._late[span_id] = None
-        while len(self._late) > _MAX_LATE_IDS:
-            self._late.popitem(last=False)
-        self._ready.append((trail, reason))
-        self._cond.notify_all()
-
-    def _expire(self, now: float) -> float | None:
-        """With the lock held: flush trails past their grace or age; return seconds until the next deadline."""
-        while self._grace and (self._grace[0][1].finished or self._grace[0][0] <= now):
-            _, trail = self._grace.popleft()
-            if not trail.finished:
-                self._finish(trail, "grace_expired")
-        while self._trails:
-            oldest = next(iter(self._trails.values()))
-            if oldest.created + self._max_age_s > now:
-                break
-            self._finish(oldest, "max_age")
-        deadlines = []
-        if self._grace:
-            deadlines.append(self._grace[0][0])
-        if self._trails:
-            deadlines.append(next(iter(self._trails.values())).created + self._max_age_s)
-        return max(min(deadlines) - now, 0.0) if deadlines else None
-
-    def _ensure_worker(self) -> None:
-        if self._worker is None or not self._worker.is_alive():
-            self._worker = threading.Thread(target=self._run, name="gotrails-flush", daemon=True)
-            self._worker.start()
-
-    def _run(self) -> None:
-        self._worker_ident = threading.get_ident()
-        while True:
-            with self._cond:
-                while not self._ready:
-                    if self._closed:
-                        return
-                    wait = self._expire(time.monotonic())
-                    if self._ready:
-                        break
-                    due = self._chain.due_in() if self._chain is not None else None
-                    if due is not None and due <= 0:
-                        break  # a checkpoint is due: emitted below, outside the lock
-                    self._cond.wait(due if wait is None else wait if due is None else min(wait, due))
-                batch = list(self._ready)
-                self._ready.clear()
-                self._busy = True
-            try:
-                for trail, reason in batch:
-                    try:
-                        self._emit(trail, reason)
-                    except Exception:  # keep the worker alive for every other trail
-                        self._counters.add("failures", reason="emit")
-                        _log.exception("gotrails: a trail could not be emitted")
-                due = self._chain.due_in() if self._chain is not None else None
-                if due is not None and due <= 0:
-                    self._emit_checkpoint(final=False)
-            finally:
-                with self._cond:
-                    self._busy = False
-                    self._cond.notify_all()
-
-    def _emit(self, trail: _Trail, reason: str) -> None:
-        token = otel_context.attach(otel_context.set_value(otel_context._SUPPRESS_INSTRUMENTATION_KEY, True))
-        try:
-            document = self._fold(trail, reason)
-            self._counters.add("trails", reason=reason)
-            if self._sampler.decide(document) is not None:
-                return  # sampled out: counted by reason, never stamped
-            if self._chain is not None:
-                try:
-                    document = StampedTrail(document, self._chain.stamp(document))
-                except Exception:  # exported without its link: verify reports it, the chain stays whole
-                    self._counters.add("failures", reason="integrity")
-                    _log.exception("gotrails: a trail could not be stamped")
-            try:
-                self.exporter.export(document)
-            except Exception:  # an exporter failure must not stop other trails
-                self._counters.add("failures", reason="export")
-                _log.exception("gotrails: exporting a trail failed")
-                seq = document.get("integrity", {}).get("seq")
-                if self._chain is not None and isinstance(seq, int):
-                    self._chain.note_lost(seq)
-        finally:
-            otel_context.detach(token)
-
-    def _emit_checkpoint(self, *, final: bool) -> None:
-        """Export a checkpoint of the hash chain's head (periodic, or the final one at shutdown)."""
-        if self._chain is None:
-            return
-        counts = self._counters.snapshot()
-        sampled = {k.split(".", 1)[1]: v for k, v in counts.items() if k.startswith("sampled_out.")}
-        token = otel_context.attach(otel_context.set_value(otel_context._SUPPRESS_INSTRUMENTATION_KEY, True))
-        try:
-            record = self._chain.checkpoint(final=final, extra={"sampled_out": sampled} if sampled else None)
-            if record is not None:
-                self.exporter.export(record)
-        except Exception:
-            self._counters.add("failures", reason="checkpoint")
-            _log.exception("gotrails: exporting a checkpoint failed")
-        finally:
-            otel_context.detach(token)
-
-    def _fold(self, trail: _Trail, reason: str) -> dict[str, Any]:
-        config = self.config
-        data = FoldInput(
-            root=trail.root,
-            spans=trail.spans,
-            captures=trail.captures,
-            metadata=trail.metadata,
-            errors=trail.errors,
-            flush_reason=reason,
-            open_spans=max(trail.open, 0),
-            dropped=trail.dropped,
-            now_ns=time.time_ns(),
-            service_name=config.service_name,
-            environment=config.environment,
-            http_names=config.http_names,
-        )
-        try:
-            return self._policy.apply(fold(data))
-        except Exception as exc:  # bad input in one trail yields a marked fallback, never a lost trail
-            _log.exception("gotrails: folding a trail failed; exporting a reduced trail")
-            self._counters.add("failures", reason="fold")
-            reduced = FoldInput(
-                root=trail.root,
-                errors=[{"source": "gotrails", "message": f"fold failed: {type(exc).__name__}: {exc}"}],
-                flush_reason=reason,
-                open_spans=max(trail.open, 0),
-                dropped={**trail.dropped, "spans_unfolded": len(trail.spans)},
-                now_ns=data.now_ns,
-                service_name=config.service_name,
-                environment=config.environment,
-            )
-            # Without captured payloads; still masked (span attributes of the root may hold secrets).
-            return self._policy.apply(fold(reduced))
-
-    # ------------------------------------------------------------------------ API used by the front end
+    # ------------------------------------------------------------------------------------- writes
 
     def add_metadata(self, span_id: int, fields: Mapping[str, Any]) -> bool:
-        """Merge ``fields`` into the ``metadata{}`` of the trail that owns ``span_id``."""
-        accepted: dict[str, Any] = {}
-        with self._lock:
-            trail = self._owner.get(span_id)
-            if trail is None:
-                return False
-            for key, value in fields.items():
-                if key in trail.metadata or len(trail.metadata) < _MAX_METADATA_KEYS:
-                    trail.metadata[key] = accepted[key] = value
-                else:
-                    trail.count_drop("metadata")
-                    self._counters.add("metadata", reason="max_keys")
-            root = trail.root if self.config.metadata_on_span and not trail.root_ended else None
-        if root is not None and accepted:  # the OpenTelemetry bridge: masked, outside the lock
-            set_span_metadata(root, self._policy, accepted)  # type: ignore[arg-type]
-        return True
+        """Same as ``captures.add_metadata``: every write into a trail goes through the capture store."""
+        return self.captures.add_metadata(span_id, fields)
 
     def add_error(self, span_id: int, error: dict[str, Any]) -> bool:
-        """Append an entry to ``errors[]`` of the trail that owns ``span_id``."""
-        with self._lock:
-            trail = self._owner.get(span_id)
-            if trail is None:
-                return False
-            if len(trail.errors) >= self.config.max_errors_per_trail:
-                trail.count_drop("errors")
-                self._counters.add("errors", reason="max_errors_per_trail")
-            else:
-                trail.errors.append(error)
-            return True
+        """Same as ``captures.add_error``: every write into a trail goes through the capture store."""
+        return self.captures.add_error(span_id, error)
 
     # ----------------------------------------------------------------------------- SpanProcessor API
 
+    def gauges(self) -> dict[str, int]:
+        """Trails in flight and the bytes they hold; trails waiting for the fold and for the exporter."""
+        buffer, exports = self._buffer, self._exports
+        with buffer.lock:
+            values = {
+                "in_flight": len(buffer.trails),
+                "buffer_bytes": buffer.open_bytes,
+                "fold_queue": len(buffer.ready) + (1 if self._worker.busy else 0),
+                "fold_queue_bytes": buffer.queued_bytes,
+            }
+        with exports.lock:
+            values["export_queue"] = len(exports)
+            values["export_queue_bytes"] = exports.nbytes
+        return values
+
     def stats(self) -> dict[str, int]:
-        """Counts of flushed trails by reason and of everything dropped, plus the trails in flight now."""
+        """Counts of flushed trails by reason, of everything dropped and of failures, plus the buffers and queues now:
+        ``in_flight`` and ``buffer_bytes`` (trails in flight, the bytes they hold), ``fold_queue`` and
+        ``fold_queue_bytes`` (flushed, waiting for the fold), ``export_queue`` and ``export_queue_bytes`` (sealed,
+        waiting for the exporter)."""
         counts = self._counters.snapshot()
-        with self._lock:
-            counts["in_flight"] = len(self._trails)
+        counts.update(self.gauges())
         return counts
 
     def force_flush(self, timeout_millis: int = 30_000) -> bool:
-        """Wait until every trail that is ready has been exported. Trails still waiting for spans stay."""
+        """Wait until every trail that is ready has been exported and the exporter flushed, at most
+        ``timeout_millis``. Trails still waiting for spans stay. The exporter runs on the export thread only."""
         deadline = time.monotonic() + timeout_millis / 1000.0
-        with self._cond:
-            while self._ready or self._busy:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    return False
-                self._cond.wait(remaining)
-        flush = getattr(self.exporter, "force_flush", None)
-        if callable(flush):
-            try:
-                return bool(flush(max(int((deadline - time.monotonic()) * 1000), 0)))
-            except Exception:
-                _log.exception("gotrails: exporter force_flush failed")
-                return False
-        return True
+        if not self._worker.drain(deadline) and (self._buffer.ready or self._worker.busy):
+            return False
+        if not self._exports.drain(deadline):
+            return False
+        return self._exports.call("force_flush", max(deadline - time.monotonic(), 0.0))
 
-    def shutdown(self) -> None:
-        """Flush every trail still buffered (marked incomplete, reason ``shutdown``) and stop."""
-        with self._cond:
-            if self._closed:
+    def shutdown(self, timeout_millis: int | None = None) -> None:
+        """Flush every trail still buffered (marked incomplete, reason ``shutdown``), export what can be exported within
+        ``timeout_millis`` (``config.shutdown_timeout_ms`` by default), shut the exporter down and stop. Never waits
+        longer; what could not be exported in time is counted (``trails.shutdown_timeout``)."""
+        buffer = self._buffer
+        with buffer.lock:
+            if self.state is not ProcessorState.RUNNING:
                 return
-            for trail in list(self._trails.values()):
-                self._finish(trail, "shutdown")
-            self._closed = True
-            self._cond.notify_all()
-            worker = self._worker
-        if worker is not None and worker is not threading.current_thread():
-            worker.join(timeout=30)
-        # Trails queued after the worker stopped (or with no worker at all) are emitted here.
-        while self._ready:
-            trail, reason = self._ready.popleft()
-            self._emit(trail, reason)
-        self._emit_checkpoint(final=True)
-        _PROCESSORS.discard(self)
+            self.state = ProcessorState.SHUTTING_DOWN
+            buffer.close()
+        timeout = (timeout_millis if timeout_millis is not None else self.config.shutdown_timeout_ms) / 1000.0
+        deadline = time.monotonic() + timeout
         try:
-            self.exporter.shutdown()
-        except Exception:
-            _log.exception("gotrails: exporter shutdown failed")
+            if not self._worker.stop(deadline):
+                with buffer.lock:
+                    unsealed = self._worker.unsealed()
+                if unsealed:
+                    self._counters.dropped("trails", "unsealed_at_shutdown", unsealed)
+                    _log.error("gotrails: %d trail(s) were not sealed before the shutdown timeout", unsealed)
+            if self._exports.drain(deadline):
+                self._worker.final_checkpoint()  # after the exports: it lists the trails that did not make it
+                self._exports.drain(deadline)
+                self._exports.call("force_flush", max(deadline - time.monotonic(), 0.0))
+            self._exports.call("shutdown", max(deadline - time.monotonic(), 0.0))
+            self._exports.close()
+            self._failures.flush()
+        finally:
+            registry.unregister(self)
+            self.state = ProcessorState.SHUT_DOWN
 
 
-def processors() -> Iterator[TrailProcessor]:
+def processors() -> list[TrailProcessor]:
     """The live trail processors (usually one)."""
-    return iter(list(_PROCESSORS))
+    return registry.live()

@@ -39,7 +39,7 @@ IntegrationType = Literal["http", "kafka", "database", "cache", "grpc", "custom"
 """An integration's ``type``."""
 Status = Literal["ok", "error"]
 """Whether the request (``status``) or a step failed."""
-FlushReason = Literal["complete", "grace_expired", "max_age", "capacity", "shutdown"]
+FlushReason = Literal["complete", "grace_expired", "max_age", "capacity", "memory", "shutdown"]
 """Why the trail was flushed when it was: ``flush_reason``."""
 
 

@@ -179,3 +179,42 @@ def test_plain_asgi_app_with_and_without_receive_send_spans(
     assert trail["request"]["body"] == "hello world"
     assert trail["response"]["body"] == "echo:hello world"
     assert trail["response"]["status"] == 200
+
+
+@pytest.mark.service
+def test_work_after_the_response_longer_than_the_grace_belongs_to_its_request(make_harness: Any) -> None:
+    """The ASGI SERVER span ends with the last body chunk, before the app returns (middleware, background tasks):
+    the grace period starts when the app has returned, however long that takes (under CPU load, or a slow task)."""
+    import time
+
+    h = make_harness(grace_ms=100)
+    app = FastAPI()
+
+    @app.middleware("http")
+    async def tag(request: Request, call_next: Any) -> Any:
+        response = await call_next(request)
+        response.headers["x-tagged"] = "1"
+        return response
+
+    @app.post("/slow-later")
+    async def slow_later(tasks: BackgroundTasks) -> dict[str, str]:
+        def audit() -> None:
+            with gt.step("SlowAudit"):
+                time.sleep(0.4)  # four times the grace period
+
+        tasks.add_task(audit)
+        return {"queued": "yes"}
+
+    asgi_hooks.install()
+    FastAPIInstrumentor.instrument_app(app)
+    server = ThreadServer(app, "asgi")
+    try:
+        for _ in range(3):
+            assert httpx.post(f"{server.url}/slow-later").json() == {"queued": "yes"}
+    finally:
+        server.close()
+        FastAPIInstrumentor.uninstrument_app(app)
+        asgi_hooks.uninstall()
+    for trail in h.trails(3):
+        assert trail["flush_reason"] == "complete" and trail["complete"] is True
+        assert [s["name"] for s in trail["internal_steps"]] == ["SlowAudit"]

@@ -143,3 +143,33 @@ def test_poll_loop_with_kafka_record(harness: TrailHarness, instrumented: str, k
     assert trail["entry"] == {"kind": "kafka", "name": f"{topic} process"}
     assert trail["request"]["value"] == {"refund": 1}
     assert [s["name"] for s in trail["internal_steps"]] == ["Refund"]
+
+
+@pytest.mark.service
+def test_record_processing_longer_than_the_grace_stays_in_its_trail(
+    make_harness: Any, instrumented: str, kafka_service: Any
+) -> None:
+    import time
+
+    h = make_harness(grace_ms=200)
+    topic = f"slow.{uuid.uuid4().hex[:8]}"
+    producer = KafkaProducer(bootstrap_servers=kafka_service.url)
+    for n in range(2):
+        producer.send(topic, key=f"k-{n}".encode(), value=b'{"slow": true}', partition=0)
+    producer.flush()
+    producer.close()
+    consumer = _consumer(kafka_service, topic)
+    for handled, record in enumerate(consumer, start=1):
+        time.sleep(0.6)  # three times the grace period
+        with gt.step("SlowHandler"):
+            gt.set_metadata(key=record.key.decode())
+        if handled == 2:
+            break  # the first record's processing ended when the loop fetched the second
+    time.sleep(0.6)  # the second record's processing is over only at close()
+    consumer.close()
+    trails = sorted(h.trails(2), key=lambda t: t["request"]["offset"])
+    for n, trail in enumerate(trails):
+        assert trail["flush_reason"] == "complete" and trail["complete"] is True
+        assert [s["name"] for s in trail["internal_steps"]] == ["SlowHandler"]
+        assert trail["metadata"] == {"key": f"k-{n}"}
+    assert "spans.late" not in h.processor.stats()

@@ -133,3 +133,56 @@ def test_plain_wsgi_app(harness: TrailHarness, semconv: str) -> None:
     assert trail["response"]["status"] == 200
     assert trail["response"]["body"] == "echo:hello wsgi"
     assert trail["response"]["headers"]["set-cookie"] == ["***"]
+
+
+def crashing_wsgi(environ: dict[str, Any], start_response: Any) -> Any:
+    environ["wsgi.input"].read(int(environ.get("CONTENT_LENGTH") or 0))
+    raise RuntimeError("ledger unavailable")
+
+
+def crashing_after_start(environ: dict[str, Any], start_response: Any) -> Any:
+    def chunks() -> Iterator[bytes]:
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        yield b"partial"
+        raise RuntimeError("stream broke")
+
+    return chunks()
+
+
+@pytest.mark.service
+def test_plain_wsgi_app_that_raises_records_the_request_and_the_500(harness: TrailHarness, semconv: str) -> None:
+    wsgi_hooks.install()
+    server = ThreadServer(OpenTelemetryMiddleware(crashing_wsgi), "wsgi")
+    try:
+        response = httpx.post(
+            f"{server.url}/pay?x=1", json={"amount": 5, "password": "hunter2"}, headers={"X-Request-ID": "crash-1"}
+        )
+    finally:
+        server.close()
+        wsgi_hooks.uninstall()
+    assert response.status_code == 500
+    trail = harness.trail_for("/pay")
+    assert trail["request"]["method"] == "POST" and trail["request"]["query"] == "x=1"
+    assert trail["request"]["headers"]["x-request-id"] == ["crash-1"] and trail["request_id"] == "crash-1"
+    assert trail["request"]["body"] == {"amount": 5, "password": "***"}
+    assert trail["response"]["status"] == 500
+    assert trail["status"] == "error"
+    assert any(e["message"] == "ledger unavailable" for e in trail["errors"])
+    assert trail["complete"] is True
+    assert "hunter2" not in str(trail)
+
+
+@pytest.mark.service
+def test_plain_wsgi_body_that_raises_keeps_the_status_it_sent(harness: TrailHarness) -> None:
+    wsgi_hooks.install()
+    server = ThreadServer(OpenTelemetryMiddleware(crashing_after_start), "wsgi")
+    try:
+        with pytest.raises(httpx.HTTPError):
+            httpx.get(f"{server.url}/stream").read()
+    finally:
+        server.close()
+        wsgi_hooks.uninstall()
+    trail = harness.trail_for("/stream")
+    assert trail["response"]["status"] == 200  # sent before the body broke
+    assert trail["response"]["body"] == "partial"
+    assert any(e["message"] == "stream broke" for e in trail["errors"])

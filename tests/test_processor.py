@@ -246,7 +246,7 @@ def test_a_failing_export_loses_no_other_trail(make_harness: Any) -> None:
 
 
 def test_a_fold_failure_gives_a_marked_reduced_trail(harness: TrailHarness, monkeypatch: pytest.MonkeyPatch) -> None:
-    from gotrails_otel import processor as processor_module
+    from gotrails_otel import pipeline as processor_module
 
     real_fold = processor_module.fold
     calls = []
@@ -293,7 +293,7 @@ def test_forked_child_gets_fresh_buffers_and_lock(harness: TrailHarness, tmp_pat
     release = threading.Event()
 
     def hold() -> None:
-        with harness.processor._lock:
+        with harness.processor._buffer.lock:
             holding.set()
             release.wait(5)
 
@@ -326,3 +326,456 @@ def test_forked_child_gets_fresh_buffers_and_lock(harness: TrailHarness, tmp_pat
     assert orjson.loads(out.read_bytes()) == ["/child"]  # the parent's open trail was not copied
     parent_root.end()
     assert [t["entry"]["name"] for t in harness.trails(1)] == ["GET /parent"]
+
+
+# ------------------------------------------------------------------------------------------ robustness (#9)
+
+
+def _requests(h: TrailHarness, count: int, prefix: str = "/r") -> None:
+    for n in range(count):
+        with h.instrumented().fastapi_request("GET", prefix, f"{prefix}/{n}", 200):
+            pass
+
+
+def test_exactly_one_trail_per_request_under_threads_holds_and_late_children(make_harness: Any) -> None:
+    """Roots, children, payload and processing holds released on other threads, children ending after their
+    root: every request gives exactly one trail, complete, with all of its own spans and none of another's."""
+    h = make_harness(grace_ms=3000)
+    tracer = h.tracer()
+    inst = h.instrumented()
+    count = 400
+    barrier = threading.Barrier(8)
+
+    def one(n: int) -> None:
+        if n < 8:
+            barrier.wait(5)
+        releases = []
+        with inst.fastapi_request("POST", "/orders/{oid}", f"/orders/{n}", 200) as root:
+            gt.set_metadata(n=n)
+            ctx = root.get_span_context()
+            releases.append(h.processor.captures.hold(ctx.span_id, processing=n % 3 == 0))
+            releases.append(h.processor.captures.hold(ctx.span_id))
+            late = tracer.start_span(f"late-{n}")  # ends after the root, on another thread
+            with gt.step(f"step-{n}"):
+                inst.redis("SET ? ?")
+        done = threading.Thread(target=lambda: (late.end(), [r() for r in releases if r is not None]))
+        done.start()
+        done.join()
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        list(pool.map(one, range(count)))
+    trails = h.trails(count, timeout=30)
+    by_n = {t["metadata"]["n"]: t for t in trails}
+    assert sorted(by_n) == list(range(count))
+    for n, trail in by_n.items():
+        assert trail["request"]["path"] == f"/orders/{n}"
+        assert trail["flush_reason"] == "complete" and trail["complete"] is True
+        assert sorted(s["name"] for s in trail["internal_steps"]) == sorted([f"late-{n}", f"step-{n}"])
+        assert [i["name"] for i in trail["integrations"]] == ["redis.set"]
+    assert h.processor.stats()["in_flight"] == 0
+
+
+class _Blocking(gt.InMemoryTrailExporter):
+    """An exporter that never returns until ``gate`` is set (a hung network call, a full pipe)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate = threading.Event()
+        self.entered = threading.Event()
+
+    def export(self, trail: gt.SealedTrail) -> None:
+        self.entered.set()
+        self.gate.wait()
+        super().export(trail)
+
+    def force_flush(self, timeout_millis: int = 30_000) -> bool:
+        self.gate.wait()
+        return True
+
+    def shutdown(self) -> None:
+        self.gate.wait()
+
+
+def test_a_hanging_exporter_is_bounded_counted_and_does_not_block_shutdown(make_harness: Any) -> None:
+    h = make_harness(export_queue_size=50, export_timeout_ms=300, shutdown_timeout_ms=800)
+    hung = _Blocking()
+    h.processor.exporter = hung
+    started = time.monotonic()
+    _requests(h, 1000)
+    assert time.monotonic() - started < 10  # the request path never waits for the exporter
+    assert hung.entered.wait(5)
+    time.sleep(1.0)  # past the export deadline: the stuck export is abandoned, a second one gets stuck too
+    stats = h.processor.stats()
+    assert stats["export_queue"] <= 50
+    assert stats["trails.export_queue_full"] >= 1000 - 50 - 2 - 3  # queue, stuck exports, a trail or two in flight
+    assert stats["failures.export_timeout"] >= 1
+    assert stats["in_flight"] == 0
+    flush_started = time.monotonic()
+    assert h.processor.force_flush(300) is False
+    assert time.monotonic() - flush_started < 1.5
+    shutdown_started = time.monotonic()
+    h.processor.shutdown()
+    assert time.monotonic() - shutdown_started < 3.0
+    assert h.processor.stats()["trails.unexported_at_shutdown"] >= 1
+    hung.gate.set()
+
+
+def test_an_exporter_that_recovers_gets_every_queued_trail(make_harness: Any) -> None:
+    h = make_harness(export_timeout_ms=5000)
+    slow = _Blocking()
+    h.processor.exporter = slow
+    _requests(h, 20)
+    assert slow.entered.wait(5)
+    deadline = time.monotonic() + 5
+    while h.processor.stats()["export_queue"] < 19 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert h.processor.stats()["export_queue"] == 19  # the rest wait in the queue while the first is stuck
+    slow.gate.set()
+    assert h.processor.force_flush(5000)
+    assert len(slow.get_finished_trails()) == 20
+    assert "failures.export_timeout" not in h.processor.stats()
+
+
+class _Raising(gt.InMemoryTrailExporter):
+    def __init__(self, message: str) -> None:
+        super().__init__()
+        self.message = message
+
+    def export(self, trail: gt.SealedTrail) -> None:
+        raise OSError(self.message)
+
+
+class _RaisingToo(_Raising):
+    pass
+
+
+def test_a_failing_exporter_is_logged_once_per_interval_with_counts(
+    make_harness: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    from gotrails_otel.exporters import _MultiExporter
+
+    h = make_harness()
+    good = gt.InMemoryTrailExporter()
+    h.processor.exporter = _MultiExporter([_Raising("disk full"), good, _RaisingToo("connection refused")])
+    with caplog.at_level("ERROR", logger="gotrails_otel"):
+        _requests(h, 300)
+        assert h.processor.force_flush(10_000) is True
+    records = [r for r in caplog.records if r.name == "gotrails_otel"]
+    assert len(good.get_finished_trails()) == 300  # one failing exporter does not cost the others a trail
+    assert len(records) == 2, [r.getMessage() for r in records]  # once per failing exporter, not once per trail
+    messages = " ".join(r.getMessage() for r in records)
+    assert "_Raising" in messages and "disk full" in messages
+    assert "_RaisingToo" in messages and "connection refused" in messages
+    assert all(r.exc_info for r in records)  # the first of each kind with its traceback
+    assert h.processor.stats()["failures.export"] == 600
+    h.processor._failures.flush()
+    summary = [r.getMessage() for r in caplog.records if "more time" in r.getMessage()]
+    assert any("299 more time(s)" in m for m in summary)
+
+
+def test_expiry_holds_under_sustained_load(make_harness: Any) -> None:
+    """A trail with a stuck child is cut at its grace deadline even while the flush thread never runs dry."""
+    h = make_harness(grace_ms=200, export_queue_size=100_000, export_queue_bytes=1 << 30)
+
+    class Slow(gt.InMemoryTrailExporter):
+        def export(self, trail: gt.SealedTrail) -> None:
+            time.sleep(0.004)
+            super().export(trail)
+
+    slow = Slow()
+    h.processor.exporter = slow
+    stop = threading.Event()
+
+    def load() -> None:
+        while not stop.is_set():
+            _requests(h, 5, "/load")
+
+    threads = [threading.Thread(target=load) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    try:
+        time.sleep(0.3)
+        with h.instrumented().fastapi_request("GET", "/stuck", "/stuck", 200):
+            stuck = h.tracer().start_span("stuck")
+        time.sleep(0.2 + 0.5)  # the grace, and a margin: the trail must have been cut by now
+        stuck.end()
+        time.sleep(0.3)
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join()
+    assert h.processor.force_flush(60_000)
+    exported = [t for t in slow.get_finished_trails() if t["request"]["path"] == "/stuck"]
+    assert len(exported) == 1
+    assert exported[0]["flush_reason"] == "grace_expired"
+    assert exported[0]["dropped"]["open_spans"] == 1
+    assert h.processor.stats()["spans.late"] == 1
+
+
+def test_late_spans_and_payloads_are_counted_on_the_trail_and_in_the_metrics(make_harness: Any) -> None:
+    h = make_harness(grace_ms=50)
+    gate = threading.Event()
+    folding = threading.Event()
+
+    def hold_the_fold(document: dict[str, Any]) -> dict[str, Any]:
+        if document["request"]["path"] == "/late":
+            folding.set()
+            gate.wait(5)
+        return document
+
+    # Trails wait here after they are flushed: late arrivals before the fold are counted on the trail itself.
+    h.processor._worker.stages.append(hold_the_fold)
+    tracer = h.tracer()
+    with h.instrumented().fastapi_request("GET", "/first", "/first", 200):
+        pass
+    with h.instrumented().fastapi_request("GET", "/late", "/late", 200) as root:
+        stuck = tracer.start_span("stuck")
+    root_id = root.get_span_context().span_id
+    assert folding.wait(3)  # flushed at the grace deadline, the fold is under way
+    # An open span's child starts after the flush, then ends; so does the stuck span; a payload comes late.
+    child = tracer.start_span("child", context=trace.set_span_in_context(stuck))
+    child.end()
+    stuck.end()
+    assert h.processor.captures.update(root_id, "metadata", {"late": True}) is False
+    gate.set()
+    first, late = h.trails(2)
+    assert late["flush_reason"] == "grace_expired"
+    # The stage ran after the seal state was taken: these arrived while the trail was being sealed.
+    stats = h.processor.stats()
+    assert stats["spans.late"] == 2 and stats["payloads.late"] == 1
+    # After the seal, the span ids are remembered: a later child of the root is counted, never a new trail.
+    gt_child = tracer.start_span("after", context=trace.set_span_in_context(root))
+    gt_child.end()
+    h.settle(0.05)
+    assert h.processor.stats()["spans.late"] == 3
+    assert len(h.exporter.get_finished_trails()) == 2
+    assert first["complete"] is True
+
+
+def test_late_arrivals_before_the_fold_are_counted_per_trail(make_harness: Any) -> None:
+    h = make_harness(grace_ms=50)
+    gate = threading.Event()
+
+    def slow_first(document: dict[str, Any]) -> dict[str, Any]:
+        if document["request"]["path"] == "/first":
+            gate.wait(5)
+        return document
+
+    h.processor._worker.stages.append(slow_first)
+    tracer = h.tracer()
+    with h.instrumented().fastapi_request("GET", "/first", "/first", 200):
+        pass
+    with h.instrumented().fastapi_request("GET", "/late", "/late", 200) as root:
+        stuck = tracer.start_span("stuck")
+    root_id = root.get_span_context().span_id
+    # "/late" is cut at its deadline (acted on when the next request starts) while the flush thread is still busy
+    # with "/first": it waits for the fold, and what arrives meanwhile is counted on it.
+    time.sleep(0.1)
+    with h.instrumented().fastapi_request("GET", "/next", "/next", 200):
+        pass
+    with h.processor._buffer.lock:
+        assert [t.reason for t in h.processor._buffer.ready][:1] == [gt.FlushReason.GRACE_EXPIRED]
+    stuck.end()
+    assert h.processor.captures.update(root_id, "response", {"late": True}) is False
+    gate.set()
+    _, late, _ = h.trails(3)
+    assert late["flush_reason"] == "grace_expired"
+    assert late["dropped"] == {"open_spans": 1, "late_spans": 1, "late_payloads": 1}
+    assert "late" not in str(late["response"])
+
+
+def test_dropped_spans_are_counted_in_deep_chains(make_harness: Any) -> None:
+    h = make_harness(max_spans_per_trail=5000)
+    tracer = h.tracer()
+    with tracer.start_as_current_span("GET /deep", kind=SpanKind.SERVER):
+        spans, tokens = [], []
+        for n in range(6000):
+            span = tracer.start_span(f"s{n}")  # each the child of the one before
+            spans.append(span)
+            tokens.append(otel_context.attach(trace.set_span_in_context(span)))
+        for span, token in zip(reversed(spans), reversed(tokens), strict=True):
+            span.end()
+            otel_context.detach(token)
+    trail = h.one(timeout=30)
+    assert trail["dropped"]["spans"] == 1001  # 6,001 spans, 5,000 kept (the root is one of them)
+    assert len(trail["internal_steps"]) == 4999
+    assert trail["complete"] is True
+    assert h.processor.stats()["spans.max_spans_per_trail"] == 1001
+
+
+def test_payloads_are_recorded_as_they_were_when_set(harness: TrailHarness) -> None:
+    order = {"id": 1, "items": ["book"]}
+    with harness.instrumented().fastapi_request("POST", "/p", "/p", 200):
+        gt.set_metadata(order=order)
+        with gt.step("Price") as s:
+            s.set_request(order)
+            s.set_metadata(snapshot=order)
+        with gt.integration("custom", "ledger.post") as call:
+            call.request = order
+            call.response = {"ok": order["items"]}
+        order["items"].append("pen")  # changed after the calls: the trail keeps what was true at the call
+        order["id"] = 2
+    trail = harness.one()
+    assert trail["metadata"]["order"] == {"id": 1, "items": ["book"]}
+    (step,) = trail["internal_steps"]
+    assert step["request"] == {"id": 1, "items": ["book"]}
+    assert step["metadata"]["snapshot"] == {"id": 1, "items": ["book"]}
+    (call_entry,) = trail["integrations"]
+    assert call_entry["request"] == {"id": 1, "items": ["book"]} and call_entry["response"] == {"ok": ["book"]}
+
+
+def test_an_object_changing_during_the_fold_breaks_no_trail(make_harness: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The application changes a dict it gave to ``set_metadata`` while gotrails' flush thread folds the trail (made
+    certain here: the change happens at the moment the fold reaches the dict's ``trigger`` value)."""
+    from gotrails_otel import _json, fold
+
+    h = make_harness()
+    trigger = ["change the dict now"]
+    shared: dict[str, Any] = {"a": 1, "trigger": trigger, "z": 2}
+    real = _json.json_safe
+
+    def meanwhile(value: Any, depth: int = _json.MAX_DEPTH) -> Any:
+        if value is trigger:  # another thread of the application changes the dict right now
+            shared[f"k{len(shared)}"] = len(shared)
+        return real(value, depth)
+
+    monkeypatch.setattr(_json, "json_safe", meanwhile)
+    monkeypatch.setattr(fold, "json_safe", meanwhile)
+    for n in range(30):
+        with h.instrumented().fastapi_request("GET", "/m", f"/m/{n}", 200):
+            gt.set_metadata(shared=shared)
+            with gt.step("s") as s:
+                s.set_response(shared)
+    trails = h.trails(30, timeout=20)
+    assert all(t["errors"] == [] for t in trails)  # no trail reduced to a fallback
+    assert all(t["metadata"]["shared"]["trigger"] == ["change the dict now"] for t in trails)
+    assert "failures.fold" not in h.processor.stats()
+
+
+def test_the_byte_budget_flushes_the_oldest_trails(make_harness: Any) -> None:
+    h = make_harness(max_buffer_bytes=1_000_000, grace_ms=5000)
+    body = b'{"blob": "' + b"x" * 60_000 + b'"}'
+    roots = []
+    tracer = h.instrumented().tracer("opentelemetry.instrumentation.fastapi")
+    for n in range(40):  # 40 open requests with 60 KB bodies: 2.4 MB against a 1 MB budget
+        root = tracer.start_span(f"POST /{n}", kind=SpanKind.SERVER, attributes={"http.method": "POST"})
+        roots.append(root)
+        body_capture = gt.capture.BodyCapture(65_536, "application/json")
+        h.processor.captures.update(root.get_span_context().span_id, "request", {"body": body_capture})
+        body_capture.add(body)
+        assert h.processor.stats()["buffer_bytes"] <= 1_000_000
+        time.sleep(0.02)  # a request rate the fold keeps up with (see the next test for a fold that falls behind)
+    h.settle(0.1)
+    evicted = h.exporter.get_finished_trails()
+    assert len(evicted) >= 20
+    assert {t["flush_reason"] for t in evicted} == {"memory"}
+    assert [t["entry"]["name"] for t in evicted] == [f"POST /{n}" for n in range(len(evicted))]  # oldest first
+    assert all(t["request"]["body"]["blob"].startswith("x" * 1000) for t in evicted)  # what was captured is kept
+    stats = h.processor.stats()
+    assert stats["trails.memory"] == len(evicted)
+    assert stats["in_flight"] == 40 - len(evicted)
+    assert stats["buffer_bytes"] <= 1_000_000
+    for root in roots:
+        root.end()
+    assert len(h.trails(40)) == 40
+
+
+def test_a_fold_backlog_is_bounded_by_the_byte_budget_too(make_harness: Any) -> None:
+    h = make_harness(max_buffer_bytes=1_000_000)
+    gate = threading.Event()
+    h.processor._worker.stages.append(lambda document: (gate.wait(10), document)[1])
+    tracer = h.tracer()
+    for n in range(60):  # 60 complete requests of ~60 KB while the flush thread is stuck on the first
+        with h.instrumented().fastapi_request("POST", "/b", f"/b/{n}", 200):
+            for _ in range(100):
+                tracer.start_span("s", attributes={"payload": "x" * 400}).end()
+    stats = h.processor.stats()
+    assert stats["fold_queue_bytes"] <= 1_000_000
+    assert stats["trails.fold_queue_full"] >= 30
+    gate.set()
+    assert h.processor.force_flush(10_000)
+    stats = h.processor.stats()
+    assert stats["trails.complete"] + stats["trails.fold_queue_full"] == 60
+    assert stats["buffer_bytes"] == 0 and stats["fold_queue_bytes"] == 0
+
+
+def test_spans_count_against_the_byte_budget(make_harness: Any) -> None:
+    h = make_harness(max_buffer_bytes=2_000_000)
+    tracer = h.tracer()
+    with tracer.start_as_current_span("GET /big", kind=SpanKind.SERVER):
+        for n in range(5000):
+            tracer.start_span(f"s{n}", attributes={"a": n, "b": "x" * 10}).end()
+            if n == 0:
+                first = h.processor.stats()["buffer_bytes"]
+    trail = h.one(timeout=30)
+    assert first > 0
+    assert trail["flush_reason"] == "memory" and trail["complete"] is False
+    stats = h.processor.stats()
+    assert 1000 < len(trail["internal_steps"]) < 5000
+    # What came after the flush is counted: the rest of the spans, and the root's own end.
+    assert stats["spans.late"] == 5000 - len(trail["internal_steps"]) + 1
+    assert stats["buffer_bytes"] == 0
+
+
+def test_steps_join_a_trail_on_a_provider_that_is_not_the_global_one() -> None:
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import TracerProvider
+
+    exporter = gt.InMemoryTrailExporter()
+    provider = TracerProvider(resource=Resource.create({"service.name": "private"}))
+    processor = gt.TrailProcessor(exporter, gt.TrailConfig(grace_ms=100))
+    provider.add_span_processor(processor)
+    assert trace.get_tracer_provider() is not provider
+    server = provider.get_tracer("opentelemetry.instrumentation.fastapi")
+    try:
+        with server.start_as_current_span("POST /p", kind=SpanKind.SERVER, attributes={"http.method": "POST"}):
+            with gt.step("Validate") as s:
+                s.set_request({"amount": 1})
+            with gt.integration("custom", "vault.read") as call:
+                call.response = {"ok": True}
+        assert processor.force_flush(5000)
+        (trail,) = exporter.get_finished_trails()
+        assert trail["service"] == "private"
+        assert [s["name"] for s in trail["internal_steps"]] == ["Validate"]
+        assert trail["internal_steps"][0]["request"] == {"amount": 1}
+        assert [(i["name"], i["response"]) for i in trail["integrations"]] == [("vault.read", {"ok": True})]
+    finally:
+        provider.shutdown()
+
+
+def test_pipeline_stages_run_between_the_policy_and_the_seal(harness: TrailHarness) -> None:
+    from gotrails_otel.pipeline import DropTrail
+    from gotrails_otel.sealed import seal
+
+    seen: list[str] = []
+
+    def sample(document: dict[str, Any]) -> dict[str, Any]:
+        assert document["request"]["headers"].get("authorization") in (None, ["***"])  # masked already
+        if document["request"]["path"] == "/drop":
+            raise DropTrail("sampled_out")
+        return document
+
+    def stamp(document: dict[str, Any]) -> dict[str, Any] | None:
+        seen.append(document["request"]["path"])
+        if document["request"]["path"] == "/none":
+            return None
+        if document["request"]["path"] == "/boom":
+            raise ValueError("stage broke")
+        document["metadata"]["stamped"] = True
+        harness.processor._worker.emit(seal({"gotrails_checkpoint": {"after": document["request"]["path"]}}))
+        return document
+
+    harness.processor.stages.extend([sample, stamp])
+    for path in ("/keep", "/drop", "/none", "/boom"):
+        with harness.instrumented().fastapi_request("GET", path, path, 200):
+            pass
+    assert harness.processor.force_flush(5000)
+    records = harness.exporter.get_finished_trails()
+    assert len(records) == 3
+    assert records[0]["request"]["path"] == "/keep" and records[2]["request"]["path"] == "/boom"
+    assert records[0]["metadata"] == {"stamped": True}
+    assert records[1] == {"gotrails_checkpoint": {"after": "/keep"}}
+    assert "stamped" not in records[2]["metadata"]  # the failing stage was skipped, the trail still went out
+    assert seen == ["/keep", "/none", "/boom"]
+    stats = harness.processor.stats()
+    assert stats["trails.sampled_out"] == 1 and stats["trails.stamp"] == 1 and stats["failures.stage"] == 1

@@ -14,6 +14,7 @@ from opentelemetry.trace import SpanKind
 
 import gotrails_otel as gt
 from gotrails_otel.processor import processors
+from gotrails_otel.sealed import seal
 from gotrails_otel.testing import CapturedTrails, capture_trails
 
 from .conftest import TrailHarness, validate_trail
@@ -100,7 +101,7 @@ _CHECKPOINT = {"record": "gotrails.checkpoint", "version": 1, "chain": "5b0d0f8e
 
 def test_checkpoint_records_are_not_trails(harness: TrailHarness) -> None:
     with capture_trails() as trails:
-        harness.processor.exporter.export(_CHECKPOINT)  # as the exporters see them
+        harness.processor.exporter.export(seal(_CHECKPOINT))  # as the exporters see them
         _request(harness, "/after-checkpoint")
     assert [t["request"]["path"] for t in trails] == ["/after-checkpoint"]
     assert harness.exporter.get_finished_records()[0] == _CHECKPOINT

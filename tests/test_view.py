@@ -167,7 +167,8 @@ def test_terminal_shows_header_waterfall_facts_errors_and_metadata(
     assert indent[0] < indent[1] == indent[2] < indent[3] == indent[7]  # integrations nested under their step
     assert "INSERT" in rows[3] and "SET" in rows[4] and "POST → 201" in rows[5]
     assert "produce [3]" in rows[6] and "OK" in rows[7]
-    assert "metadata user_id=u-123  merchant_id=m-789" in payment
+    # Sealed trails are canonical JSON (keys sorted, as the integrity hash covers them): metadata comes sorted too.
+    assert "metadata merchant_id=m-789  user_id=u-123" in payment
     assert "error" in failed.splitlines()[0] and "→ 502" in failed.splitlines()[0]
     assert "✗ midtrans.charge: gateway answered 503" in failed
     assert any("HTTP 503" in row for row in _rows(failed))

@@ -25,6 +25,29 @@ def wrap(module: str, name: str, wrapper: Callable[..., Any]) -> bool:
     return True
 
 
+def wrap_innermost(module: str, name: str, wrapper: Callable[..., Any]) -> bool:
+    """Wrap the function under every wrapper already around ``module.name`` (a function, not a method), so that
+    ours runs after theirs whichever was installed first; ``False`` when the module is not importable."""
+    key = (module, name)
+    if key in _installed:
+        return True
+    try:
+        owner: Any = importlib.import_module(module)
+    except ImportError:
+        return False
+    parent: Any = None
+    current: Any = getattr(owner, name)
+    while hasattr(current, "_self_wrapper") and hasattr(current, "__wrapped__"):
+        parent, current = current, current.__wrapped__
+    ours = wrapt.FunctionWrapper(current, wrapper)
+    if parent is None:
+        setattr(owner, name, ours)
+    else:
+        parent.__wrapped__ = ours
+    _installed[key] = wrapper
+    return True
+
+
 def unwrap(module: str, name: str) -> None:
     """Remove the wrapper that :func:`wrap` installed on ``module.name`` (only ours, wherever it sits)."""
     wrapper = _installed.pop((module, name), None)

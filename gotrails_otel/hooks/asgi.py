@@ -5,8 +5,8 @@ insert, and which plain ASGI apps are wrapped in) so that each request's ``recei
 — independently of the instrumentation's own receive/send spans and hooks, so it also works with
 ``exclude_spans=["receive", "send"]``. Body chunks are copied up to ``max_body_bytes``; streaming responses are
 recorded up to the limit and marked beyond it. Nothing is consumed: every message reaches the app and the server
-unchanged. The trail stays open until the app returns, so background tasks that run after the response belong to
-the request that queued them (within the grace period).
+unchanged. The request is over when the app returns, so background tasks that run after the response belong to the
+request that queued them (within the age limit); the grace period for stray spans starts then.
 """
 
 from __future__ import annotations
@@ -108,8 +108,9 @@ class _Exchange:
                 return None
             self._target = target
             # The SERVER span ends with the last body chunk, but the app may still run background tasks or
-            # watch for a disconnect: keep the trail open until the app returns (at most the grace period).
-            self._release = target.hold()
+            # watch for a disconnect: the request is being processed until the app returns (within the age limit;
+            # the grace period for stray spans starts then).
+            self._release = target.hold(processing=True)
             scope = self._scope
             query = scope.get("query_string") or b""
             headers = headers_dict(scope.get("headers") or ())

@@ -7,8 +7,9 @@ until the broker acknowledges, then records ``partition`` and ``offset`` (or the
 
 Consumer: the instrumentation ends its CONSUMER span before ``__next__`` returns the record, so the application's
 processing would fall outside it. With :func:`install`, ``for record in consumer:`` makes the record's CONSUMER span
-current while the loop body runs — until the next record is fetched or the consumer is closed — so the DB writes,
-HTTP calls and steps of that iteration belong to that record's trail. For ``poll()`` loops (not instrumented by
+current while the loop body runs — until the next record is fetched, or the consumer polls, commits or is closed —
+so the DB writes, HTTP calls and steps of that iteration belong to that record's trail, which stays open for them
+however long the processing takes (within ``GOTRAILS_MAX_AGE_MS``). For ``poll()`` loops (not instrumented by
 OpenTelemetry) use :func:`kafka_record`::
 
     for records in consumer.poll(timeout_ms=500).values():
@@ -48,17 +49,22 @@ def instrumentor_kwargs() -> dict[str, Any]:
     return {"produce_hook": produce_hook, "consume_hook": consume_hook}
 
 
+# Calls that end the processing of the record fetched last by ``for record in consumer``.
+_ENDS_PROCESSING = ("KafkaConsumer.close", "KafkaConsumer.poll", "KafkaConsumer.commit", "KafkaConsumer.commit_async")
+
+
 def install() -> bool:
     """Offsets for produced messages and record-scoped processing for consumers (see the module doc)."""
     ok = _wrap.wrap("kafka", "KafkaProducer.send", _send)
     _wrap.wrap("kafka", "KafkaConsumer.__next__", _next)
-    _wrap.wrap("kafka", "KafkaConsumer.close", _close)
+    for name in _ENDS_PROCESSING:
+        _wrap.wrap("kafka", name, _ends_processing)
     return ok
 
 
 def uninstall() -> None:
     """Remove the wrappers."""
-    for name in ("KafkaProducer.send", "KafkaConsumer.__next__", "KafkaConsumer.close"):
+    for name in ("KafkaProducer.send", "KafkaConsumer.__next__", *_ENDS_PROCESSING):
         _wrap.unwrap("kafka", name)
 
 
@@ -183,7 +189,9 @@ def consume_hook(span: Any, record: Any, args: tuple[Any, ...], kwargs: dict[str
         return
     target.update("request", _record_request(record))
     if _wrap.installed("kafka", "KafkaConsumer.__next__"):
-        _local.consumed = (span.get_span_context(), target.hold())
+        # The record is being processed until the loop fetches the next one (or polls, commits, closes): its trail
+        # stays open meanwhile, within the age limit, however long the processing takes.
+        _local.consumed = (span.get_span_context(), target.hold(processing=True))
 
 
 class _Current:
@@ -231,7 +239,7 @@ def _begin(instance: Any) -> None:
     setattr(instance, _STATE, _Current(token, release))
 
 
-def _close(wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+def _ends_processing(wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     _finish_current(instance)
     return wrapped(*args, **kwargs)
 

@@ -11,9 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
-from ..capture import BodyCapture, Target, current_target, guard, header_value, headers_dict, target_for
-from ..config import TrailConfig
-from ..processor import processors
+from ..capture import BodyCapture, Target, guard, header_value, headers_dict, target_for
 from . import _wrap
 
 __all__ = ["flask_kwargs", "install", "uninstall"]
@@ -150,20 +148,30 @@ def _closed(chunk: bytes) -> None:
 
 
 class _Tap:
-    """An iterable response body that hands each chunk to ``sink`` as the server iterates it."""
+    """An iterable response body that hands each chunk to ``sink`` as the server iterates it; ``release`` runs when
+    the server closes it, ``on_error`` when iterating it raises."""
 
     def __init__(
-        self, iterable: Iterable[bytes], sink: Callable[[bytes], None], release: Callable[[], None] | None
+        self,
+        iterable: Iterable[bytes],
+        sink: Callable[[bytes], None],
+        release: Callable[[], None] | None,
+        on_error: Callable[[], None] | None = None,
     ) -> None:
         self._iterable = iterable
         self._sink = guard(sink)
         self._release = release
+        self._on_error = on_error
 
     def __iter__(self) -> Iterator[bytes]:
         try:
             for chunk in self._iterable:
                 self._sink(chunk)
                 yield chunk
+        except BaseException:
+            if self._on_error is not None:
+                self._on_error()
+            raise
         finally:
             self.close()
 
@@ -183,34 +191,79 @@ class _Tap:
 
 # ------------------------------------------------------------------------------------------ plain WSGI
 
+_EXCHANGE = "gotrails.exchange"
+
 
 def _call(wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     if len(args) != 2 or kwargs or not isinstance(args[0], dict):
         return wrapped(*args, **kwargs)
     environ, start_response = args
-    exchange = _WsgiExchange(environ)
-    return _Tap(wrapped(environ, exchange.wrap_start_response(start_response)), exchange.on_chunk, None)
+    exchange = _WsgiExchange.prepare(instance, environ)
+    if exchange is None:
+        return wrapped(environ, start_response)
+    try:
+        iterable = wrapped(environ, exchange.wrap_start_response(start_response))
+    except BaseException:
+        exchange.failed()  # the app raised before returning a body: the server answers 500
+        raise
+    return _Tap(iterable, exchange.on_chunk, exchange.done, exchange.failed)
 
 
-def _limit() -> int:
-    """The body limit before the span exists: the smallest of the live processors' limits."""
-    limits = [p.config.max_body_bytes for p in processors()]
-    return min(limits) if limits else TrailConfig.max_body_bytes
+def _chain_request_hook(instance: Any) -> None:
+    """Make sure the middleware calls :func:`_request_hook` (after the application's own hook, if any)."""
+    current = getattr(instance, "request_hook", None)
+    if getattr(current, "_gotrails", False):
+        return
+    if current is None:
+        instance.request_hook = _request_hook
+        return
+
+    def chained(span: Any, environ: dict[str, Any]) -> None:
+        current(span, environ)
+        _request_hook(span, environ)
+
+    chained._gotrails = True  # type: ignore[attr-defined]
+    instance.request_hook = chained
+
+
+@guard
+def _request_hook(span: Any, environ: dict[str, Any]) -> None:
+    """Called by the middleware inside the SERVER span, before the app runs: record the request now."""
+    exchange = environ.get(_EXCHANGE)
+    if isinstance(exchange, _WsgiExchange):
+        exchange.begin(span, environ)
+
+
+_request_hook._gotrails = True  # type: ignore[attr-defined]
 
 
 class _WsgiExchange:
-    """One request through the WSGI middleware: the request is recorded once the SERVER span is current (when
-    the app calls ``start_response``), the response body as the server iterates it."""
+    """One request through the contrib WSGI middleware: the request is recorded before the app runs, the status and
+    headers when it starts the response, the body as the server iterates it — and a 500 when the app raises (the
+    server answers with one). The trail is held open until the server has the whole response."""
 
-    def __init__(self, environ: dict[str, Any]) -> None:
-        self._limit = _limit()
-        self._request: dict[str, Any] | None = None
+    def __init__(self) -> None:
+        self._target: Target | None = None
+        self._release: Callable[[], None] | None = None
         self._response_body: BodyCapture | None = None
-        self._prepare(environ)
+        self._status_recorded = False
 
+    @staticmethod
     @guard
-    def _prepare(self, environ: dict[str, Any]) -> None:
-        self._request, _ = _request_of(environ, self._limit)
+    def prepare(instance: Any, environ: dict[str, Any]) -> _WsgiExchange | None:
+        _chain_request_hook(instance)
+        exchange = _WsgiExchange()
+        environ[_EXCHANGE] = exchange
+        return exchange
+
+    def begin(self, span: Any, environ: dict[str, Any]) -> None:
+        target = target_for(span)
+        if target is None:
+            return
+        self._target = target
+        self._release = target.hold(processing=True)
+        request, _ = _request_of(environ, target.config.max_body_bytes)
+        target.update("request", request)
 
     def wrap_start_response(self, start_response: Callable[..., Any]) -> Callable[..., Any]:
         def capture_start_response(status: str, headers: list[tuple[str, str]], *args: Any) -> Any:
@@ -221,15 +274,27 @@ class _WsgiExchange:
 
     @guard
     def _on_start_response(self, status: str, headers: list[tuple[str, str]]) -> None:
-        target = current_target()  # called by the app inside the middleware's SERVER span
+        target = self._target
         if target is None:
             return
-        if self._request is not None:
-            target.update("request", self._request)
-            self._request = None
-        response, self._response_body = _response_of(status, headers, self._limit)
+        response, self._response_body = _response_of(status, headers, target.config.max_body_bytes)
         target.update("response", response)
+        self._status_recorded = True
 
     def on_chunk(self, chunk: bytes) -> None:
         if self._response_body is not None:
             self._response_body.add(chunk)
+
+    @guard
+    def failed(self) -> None:
+        """The app raised: unless a status was sent already, the server answers ``500 Internal Server Error``."""
+        target = self._target
+        if target is not None and not self._status_recorded:
+            target.update("response", {"status": 500, "headers": {}, "body": None})
+            self._status_recorded = True
+        self.done()
+
+    def done(self) -> None:
+        release, self._release = self._release, None
+        if release is not None:
+            release()

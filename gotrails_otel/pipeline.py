@@ -1,0 +1,597 @@
+"""The flush pipeline, off the request path: the flush thread and the export queue.
+
+Per trail, on the flush thread (``gotrails-flush``)::
+
+    fold → Policy.apply (mask and limit) → stages (sampling, integrity stamp) → seal → export queue
+
+then, on the export thread (``gotrails-export``), each sealed trail goes to the exporter with a deadline. The flush
+thread also keeps the trails' deadlines (grace, age), checked between every two trails, so they hold whatever the
+load, and watches the export deadline: an export that has not returned in time is abandoned to its thread, counted,
+and a new export thread takes over the queue. The export queue is bounded by count and bytes; what does not fit is
+counted (``trails.export_queue_full``), never held.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+from opentelemetry import context as otel_context
+
+from .buffer import FlushReason, Trail, TrailBuffer
+from .config import TrailConfig
+from .exporters import ExportError, TrailExporter, exporter_name
+from .fold import FoldInput, fold
+from .integrity import Chain
+from .metrics import Counters, FailureLog
+from .redact import Policy
+from .sampling import TrailSampler
+from .sealed import SealedTrail, seal
+
+__all__ = ["DropTrail", "ExportQueue", "FlushWorker", "Stage", "build_stages"]
+
+_log = logging.getLogger("gotrails_otel")
+
+Stage = Callable[[dict[str, Any]], "dict[str, Any] | None"]
+"""A step between the masking policy and the seal: takes the folded, masked trail and returns it (changed or not),
+or ``None`` (or raises :class:`DropTrail`) to drop it. Stages run in order on the flush thread, one trail at a time,
+in the order trails are exported."""
+
+# Exports that did not return before their deadline and still hold their thread; past this, exporting pauses (the
+# queue fills and its overflow is counted) until one of them returns.
+MAX_ABANDONED_EXPORTS = 2
+# Sealed trails handed to the export thread at once (one wake-up per batch, not per trail).
+_EXPORT_BATCH = 32
+
+
+class DropTrail(Exception):
+    """Raised by a stage to drop the trail; counted as ``trails.<reason>`` in the dropped metrics (unless the stage
+    counted it already: ``counted=True``)."""
+
+    def __init__(self, reason: str, *, counted: bool = False) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.counted = counted
+
+
+def build_stages(config: TrailConfig, sampler: TrailSampler) -> list[Stage]:
+    """The stages between the masking policy and the integrity stamp, in order: tail sampling (a trail it drops is
+    counted by reason, never stamped). The integrity stamp itself always comes last, just before the seal, so that
+    the hash covers exactly what is exported."""
+    stages: list[Stage] = []
+    if sampler.active:
+
+        def sample(document: dict[str, Any]) -> dict[str, Any]:
+            reason = sampler.decide(document)  # counts what it drops (sampled_out.<reason>)
+            if reason is not None:
+                raise DropTrail(reason, counted=True)
+            return document
+
+        stages.append(sample)
+    return stages
+
+
+def _suppressed() -> object:
+    """Attach a context that suppresses instrumentation on this (gotrails') thread: its I/O makes no spans."""
+    return otel_context.attach(otel_context.set_value(otel_context._SUPPRESS_INSTRUMENTATION_KEY, True))
+
+
+class _Job:
+    __slots__ = ("arg", "deadline", "done", "kind", "result", "size")
+
+    def __init__(self, kind: str, arg: Any, size: int = 0) -> None:
+        self.kind = kind  # "export", "force_flush", "shutdown"
+        self.arg = arg  # the sealed trail, or the timeout in milliseconds
+        self.size = size
+        self.deadline = 0.0
+        self.done: threading.Event | None = None if kind == "export" else threading.Event()
+        self.result = False
+
+
+class ExportQueue:
+    """Sealed trails waiting for the exporter, and the export thread that sends them, one at a time.
+
+    Bounded by ``max_items`` and ``max_bytes`` (of sealed JSON). Each export, and each ``force_flush``/``shutdown`` of
+    the exporter, runs on the export thread with a deadline of ``timeout_s``; callers never run the exporter
+    themselves and wait for it at most their own timeout.
+    """
+
+    def __init__(
+        self,
+        exporter: TrailExporter,
+        *,
+        timeout_s: float,
+        max_items: int,
+        max_bytes: int,
+        counters: Counters,
+        failures: FailureLog,
+        own_threads: set[int],
+        on_lost: Callable[[SealedTrail], None] | None = None,
+    ) -> None:
+        self._exporter = exporter
+        self.on_lost = on_lost
+        self.timeout_s = timeout_s
+        self.max_items = max_items
+        self.max_bytes = max_bytes
+        self._counters = counters
+        self._failures = failures
+        self._own_threads = own_threads
+        self.reset()
+
+    def reset(self) -> None:
+        """Empty, with fresh locks and no thread (also in a forked child)."""
+        self.lock = threading.Lock()
+        self._work = threading.Condition(self.lock)
+        self._idle = threading.Condition(self.lock)
+        self._items: deque[_Job] = deque()
+        self.nbytes = 0
+        self._current: _Job | None = None
+        self._generation = 0
+        self._abandoned = 0
+        self._running = False
+        self._closed = False
+
+    @property
+    def exporter(self) -> TrailExporter:
+        return self._exporter
+
+    @exporter.setter
+    def exporter(self, exporter: TrailExporter) -> None:
+        self._exporter = exporter
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def busy(self) -> bool:
+        """Whether anything is queued or being exported."""
+        return bool(self._items) or self._current is not None
+
+    # ----------------------------------------------------------------------------------------------- input
+
+    def put(self, trails: list[SealedTrail]) -> None:
+        """Queue ``trails`` for export, in order; what does not fit (the queue is full, or closed) is counted."""
+        lost: list[SealedTrail] = []
+        with self.lock:
+            for trail in trails:
+                size = len(trail.data)
+                if self._closed:
+                    self._counters.dropped("trails", "exporter_shut_down")
+                    lost.append(trail)
+                elif len(self._items) >= self.max_items or self.nbytes + size > self.max_bytes:
+                    self._counters.dropped("trails", "export_queue_full")
+                    self._failures.report("queueing a trail for export", self._overflow)
+                    lost.append(trail)
+                else:
+                    self._items.append(_Job("export", trail, size))
+                    self.nbytes += size
+            if self._items:
+                self._start()
+                self._work.notify()
+        for trail in lost:
+            self._lost(trail)
+
+    def _lost(self, trail: SealedTrail) -> None:
+        """A sealed trail that will not reach (every) exporter: tell whoever keeps count of them (the hash chain)."""
+        if self.on_lost is not None:
+            try:
+                self.on_lost(trail)
+            except Exception:  # never at the cost of the queue
+                _log.debug("gotrails: noting a lost trail failed", exc_info=True)
+
+    def _overflow(self) -> OverflowError:
+        return OverflowError(
+            f"the export queue is full ({len(self._items)} trails, {self.nbytes} bytes; limits {self.max_items} "
+            f"trails, {self.max_bytes} bytes): trails are dropped and counted until the exporter catches up"
+        )
+
+    def call(self, kind: str, timeout_s: float) -> bool:
+        """Run the exporter's ``force_flush`` or ``shutdown`` on the export thread, after what is queued; wait at
+        most ``timeout_s``. ``False`` on timeout, failure, or a flush that reports failure."""
+        job = _Job(kind, max(int(timeout_s * 1000), 0))
+        with self.lock:
+            if self._closed:
+                return False
+            self._items.append(job)
+            self._start()
+            self._work.notify()
+        assert job.done is not None
+        deadline = time.monotonic() + timeout_s
+        while not job.done.wait(min(max(deadline - time.monotonic(), 0.0), 0.25)):
+            now = time.monotonic()
+            self.supervise(now)
+            if now >= deadline:
+                return False
+        return job.result
+
+    def drain(self, deadline: float) -> bool:
+        """Wait until nothing is queued or being exported (or ``deadline``, monotonic); ``True`` when drained."""
+        with self.lock:
+            while self._items or self._current is not None:
+                now = time.monotonic()
+                if now >= deadline:
+                    return False
+                self._supervise(now)
+                self._idle.wait(min(deadline - now, 0.25))
+            return True
+
+    def close(self) -> None:
+        """Refuse new work; what is still queued is dropped and counted."""
+        with self.lock:
+            self._closed = True
+            left = [job for job in self._items if job.kind == "export"]
+            self._items.clear()
+            self.nbytes = 0
+            self._work.notify_all()
+        if left:
+            self._counters.dropped("trails", "unexported_at_shutdown", len(left))
+            _log.error("gotrails: %d trail(s) were not exported before the shutdown timeout", len(left))
+            for job in left:
+                self._lost(job.arg)
+
+    # ------------------------------------------------------------------------------------------- watchdog
+
+    def supervise(self, now: float) -> float | None:
+        """Abandon an export past its deadline; return the deadline of the export in progress, if any."""
+        with self.lock:
+            return self._supervise(now)
+
+    def _supervise(self, now: float) -> float | None:
+        job = self._current
+        if job is None:
+            return None
+        if job.deadline > now:
+            return job.deadline
+        # The exporter has not returned in time: leave it to its thread, and let a new thread go on with the queue.
+        self._generation += 1
+        self._current = None
+        self._abandoned += 1
+        self._running = False
+        name = exporter_name(self._exporter)
+        what = f"exporting to {name}" if job.kind == "export" else f"{job.kind} of {name}"
+        self._counters.failed("export_timeout", exporter=name)
+        self._failures.report(what, TimeoutError(f"no answer within {self.timeout_s:g} s; abandoned"))
+        if job.kind == "export":
+            self._lost(job.arg)
+        if job.done is not None:
+            job.done.set()
+        self._start()
+        self._idle.notify_all()
+        return None
+
+    # ------------------------------------------------------------------------------------------- the thread
+
+    def _start(self) -> None:
+        """With the lock held: make sure an export thread runs (unless too many are stuck in the exporter)."""
+        if self._running or not self._items or self._abandoned >= MAX_ABANDONED_EXPORTS:
+            return
+        self._running = True
+        thread = threading.Thread(target=self._run, args=(self._generation,), name="gotrails-export", daemon=True)
+        thread.start()
+
+    def _run(self, generation: int) -> None:
+        ident = threading.get_ident()
+        self._own_threads.add(ident)
+        token = _suppressed()
+        try:
+            while True:
+                with self.lock:
+                    while not self._items and generation == self._generation and not self._closed:
+                        self._work.wait()
+                    if generation != self._generation:
+                        return  # the queue was reset (a forked child); this thread no longer serves it
+                    if not self._items:  # closed, and nothing left
+                        self._running = False
+                        return
+                    job = self._items.popleft()
+                    self.nbytes -= job.size
+                    job.deadline = time.monotonic() + self.timeout_s
+                    self._current = job
+                result = self._do(job)
+                with self.lock:
+                    if generation != self._generation:  # abandoned while it ran: a newer thread owns the queue
+                        self._abandoned -= 1
+                        self._start()
+                        return
+                    self._current = None
+                    if job.done is not None:
+                        job.result = result
+                        job.done.set()
+                    self._idle.notify_all()
+        finally:
+            otel_context.detach(token)  # type: ignore[arg-type]
+            self._own_threads.discard(ident)
+
+    def _do(self, job: _Job) -> bool:
+        exporter = self._exporter
+        try:
+            if job.kind == "export":
+                exporter.export(job.arg)
+                return True
+            if job.kind == "force_flush":
+                flush = getattr(exporter, "force_flush", None)
+                return bool(flush(job.arg)) if callable(flush) else True
+            exporter.shutdown()
+            return True
+        except ExportError as errors:  # several exporters: report each one that failed
+            for failed, error in errors.failures:
+                self._failed(job, exporter_name(failed), error)
+        except Exception as error:  # an exporter failure must not stop the other trails
+            self._failed(job, exporter_name(exporter), error)
+        if job.kind == "export":
+            self._lost(job.arg)
+        return False
+
+    def _failed(self, job: _Job, name: str, error: BaseException) -> None:
+        stage = "export" if job.kind == "export" else f"exporter_{job.kind}"
+        self._counters.failed(stage, exporter=name)
+        self._failures.report(f"exporting to {name}" if job.kind == "export" else f"{job.kind} of {name}", error)
+
+
+class FlushWorker:
+    """The flush thread: keeps the trails' deadlines, folds, masks, runs the stages, seals and queues for export."""
+
+    def __init__(
+        self,
+        buffer: TrailBuffer,
+        config: TrailConfig,
+        policy: Policy,
+        counters: Counters,
+        failures: FailureLog,
+        exports: ExportQueue,
+        own_threads: set[int],
+        sampler: TrailSampler,
+        chain: Chain | None,
+    ) -> None:
+        self.buffer = buffer
+        self.config = config
+        self.policy = policy
+        self.counters = counters
+        self.failures = failures
+        self.exports = exports
+        self.own_threads = own_threads
+        self.stages: list[Stage] = build_stages(config, sampler)
+        self.chain = chain
+        self._records: list[SealedTrail] = []
+        self._checkpoint_retry_at = 0.0
+        self.reset()
+
+    def emit(self, record: SealedTrail) -> None:
+        """From a stage (on the flush thread): export ``record`` — a record that is not a trail, such as an integrity
+        checkpoint — through the same exporters, right after the trail being processed."""
+        self._records.append(record)
+
+    def reset(self) -> None:
+        """No thread, nothing in progress (also in a forked child, after the buffer's reset)."""
+        self._thread: threading.Thread | None = None
+        self._busy = False
+        self._stopping = False
+        self._idle = threading.Condition(self.buffer.lock)
+        self._batch: deque[Trail] = deque()  # taken from the buffer, not sealed yet
+        self._stop_deadline = float("inf")
+
+    def unsealed(self) -> int:
+        """With the buffer's lock held: flushed trails not sealed yet (queued, or in the batch in hand)."""
+        return len(self.buffer.ready) + len(self._batch)
+
+    def ensure_started(self) -> None:
+        """With the buffer's lock held: start the flush thread once."""
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="gotrails-flush", daemon=True)
+            self._thread.start()
+
+    @property
+    def busy(self) -> bool:
+        return self._busy
+
+    def _run(self) -> None:
+        ident = threading.get_ident()
+        self.own_threads.add(ident)
+        token = _suppressed()
+        buffer = self.buffer
+        try:
+            while True:
+                with buffer.lock:
+                    while True:
+                        now = time.monotonic()
+                        next_deadline = buffer.expire(now)
+                        if buffer.ready:
+                            self._batch.extend(buffer.take_ready())
+                            self._busy = True
+                            break
+                        if self._stopping or self._checkpoint_due(now):
+                            break
+                        self._busy = False
+                        self._idle.notify_all()
+                        wait = self._wait_time(now, next_deadline)
+                        buffer.worker_waiting = True
+                        buffer.wakeup.wait(wait)
+                        buffer.worker_waiting = False
+                if self._stopping and not self._batch:
+                    return  # every trail is sealed (the final checkpoint follows their export: see the processor)
+                batch, check_at = self._batch, 0.0
+                sealed: list[SealedTrail] = []
+                while batch:
+                    if self._stopping and time.monotonic() >= self._stop_deadline:
+                        self.exports.put(sealed)
+                        return  # shutdown gave up waiting: what is left is counted there
+                    trail = self._process(batch.popleft())
+                    if trail is not None:
+                        sealed.append(trail)
+                    if self._records:  # records the stages emitted go out right after the trail they came with
+                        sealed.extend(self._records)
+                        self._records.clear()
+                    if len(sealed) >= _EXPORT_BATCH:
+                        self.exports.put(sealed)
+                        sealed = []
+                    now = time.monotonic()
+                    if now >= check_at:  # deadlines hold whatever the backlog: checked between two trails when due
+                        check_at = self._check_deadlines(now)
+                if sealed:
+                    self.exports.put(sealed)
+                if self._checkpoint_due(time.monotonic()):
+                    self._checkpoint(final=False)
+        finally:
+            otel_context.detach(token)  # type: ignore[arg-type]
+            self.own_threads.discard(ident)
+            with buffer.lock:
+                self._busy = False
+                self._idle.notify_all()
+
+    def _check_deadlines(self, now: float) -> float:
+        """Act on the deadlines that are due; return when to look again. A trail that starts to wait for its grace
+        period later has a deadline at least ``grace`` away, so looking again then at the latest is enough."""
+        with self.buffer.lock:
+            next_deadline = self.buffer.expire(now)
+        export_deadline = self.exports.supervise(now)
+        due = now + max(self.buffer.grace_s, 0.001)
+        for deadline in (next_deadline, export_deadline):
+            if deadline is not None and deadline < due:
+                due = deadline
+        return due
+
+    def _wait_time(self, now: float, next_deadline: float | None) -> float | None:
+        export_deadline = self.exports.supervise(now)
+        if export_deadline is None and self.exports.busy():
+            export_deadline = now + min(self.exports.timeout_s, 1.0)  # an export may start while we sleep
+        checkpoint_in = self.chain.due_in(now) if self.chain is not None else None
+        checkpoint = None if checkpoint_in is None else now + checkpoint_in
+        deadlines = [d for d in (next_deadline, export_deadline, checkpoint) if d is not None]
+        return max(min(deadlines) - now, 0.0) if deadlines else None
+
+    def _checkpoint_due(self, now: float) -> bool:
+        due = self.chain.due_in(now) if self.chain is not None else None
+        return due is not None and due <= 0 and now >= self._checkpoint_retry_at
+
+    def final_checkpoint(self) -> None:
+        """Export the chain's final checkpoint (at shutdown, once the trails were exported: it lists the lost ones)."""
+        self._checkpoint(final=True)
+
+    def _checkpoint(self, *, final: bool) -> None:
+        """Export a checkpoint of the hash chain's head (periodic, or the final one)."""
+        if self.chain is None:
+            return
+        counts = self.counters.snapshot()
+        sampled = {k.split(".", 1)[1]: v for k, v in counts.items() if k.startswith("sampled_out.")}
+        try:
+            record = self.chain.checkpoint(final=final, extra={"sampled_out": sampled} if sampled else None)
+            if record is not None:
+                self.exports.put([seal(record)])
+        except Exception as error:  # the trails go on; verify reports the missing checkpoint
+            self.counters.failed("checkpoint")
+            self.failures.report("making a checkpoint of the hash chain", error)
+            self._checkpoint_retry_at = time.monotonic() + 1.0
+
+    def drain(self, deadline: float) -> bool:
+        """Wait until every flushed trail has been sealed and queued for export (or ``deadline``)."""
+        buffer = self.buffer
+        with buffer.lock:
+            while buffer.ready or self._busy:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or self._thread is None:
+                    return False
+                self._idle.wait(remaining)
+            return True
+
+    def stop(self, deadline: float) -> bool:
+        """Seal what is queued, then end the thread; ``True`` when it ended before ``deadline``."""
+        buffer = self.buffer
+        with buffer.lock:
+            self._stopping = True
+            self._stop_deadline = deadline
+            if buffer.ready:
+                self.ensure_started()
+            thread = self._thread
+            buffer.wakeup.notify_all()
+        if thread is None or thread is threading.current_thread():
+            return True
+        thread.join(max(deadline - time.monotonic(), 0.0))
+        return not thread.is_alive()
+
+    # ------------------------------------------------------------------------------------------ one trail
+
+    def _process(self, trail: Trail) -> SealedTrail | None:
+        buffer = self.buffer
+        with buffer.lock:
+            reason = trail.reason
+            if reason is None:  # dropped at the flush (the fold was too far behind); counted there
+                buffer.forget(trail)
+                return None
+            buffer.seal(trail)
+            data = self._fold_input(trail, reason)
+        sealed = None
+        try:
+            document = self._fold(trail, data)
+            self.counters.flushed(reason.value)
+            sealed = self._stages_and_seal(document)
+        except Exception as error:  # keep the worker alive for every other trail
+            self.counters.failed("emit")
+            self.failures.report("sealing a trail", error)
+        finally:
+            with buffer.lock:
+                buffer.forget(trail)
+        return sealed
+
+    def _fold_input(self, trail: Trail, reason: FlushReason) -> FoldInput:
+        config = self.config
+        return FoldInput(
+            root=trail.root,
+            spans=trail.spans,  # type: ignore[arg-type]
+            captures=trail.captures,
+            metadata=trail.metadata,
+            errors=trail.errors,
+            flush_reason=reason.value,
+            open_spans=max(trail.open, 0),
+            dropped=dict(trail.dropped),
+            now_ns=time.time_ns(),
+            service_name=config.service_name,
+            environment=config.environment,
+            http_names=config.http_names,
+        )
+
+    def _fold(self, trail: Trail, data: FoldInput) -> dict[str, Any]:
+        try:
+            return self.policy.apply(fold(data))
+        except Exception as error:  # bad input in one trail yields a marked fallback, never a lost trail
+            self.failures.report("folding a trail (a reduced trail is exported instead)", error)
+            self.counters.failed("fold")
+            reduced = FoldInput(
+                root=data.root,
+                errors=[{"source": "gotrails", "message": f"fold failed: {type(error).__name__}: {error}"}],
+                flush_reason=data.flush_reason,
+                open_spans=data.open_spans,
+                dropped={**data.dropped, "spans_unfolded": len(data.spans)},
+                now_ns=data.now_ns,
+                service_name=data.service_name,
+                environment=data.environment,
+            )
+            # Without captured payloads; still masked (span attributes of the root may hold secrets).
+            return self.policy.apply(fold(reduced))
+
+    def _stages_and_seal(self, document: dict[str, Any]) -> SealedTrail | None:
+        for stage in self.stages:
+            try:
+                result = stage(document)
+            except DropTrail as drop:
+                if not drop.counted:
+                    self.counters.dropped("trails", drop.reason)
+                return None
+            except Exception as error:  # a failing stage is skipped, the trail goes on
+                self.counters.failed("stage")
+                self.failures.report(f"pipeline stage {getattr(stage, '__name__', stage)!s}", error)
+                continue
+            if result is None:
+                self.counters.dropped("trails", str(getattr(stage, "__name__", "stage")))
+                return None
+            document = result
+        if self.chain is not None:  # last, so that the hash covers exactly what is exported
+            try:
+                return SealedTrail(self.chain.stamp(document))  # its canonical bytes, exactly as hashed
+            except Exception as error:  # exported without its link: verify reports it, the chain stays whole
+                self.counters.failed("integrity")
+                self.failures.report("stamping a trail into the hash chain", error)
+        data = getattr(document, "data", None)  # a stage that sealed the trail itself
+        return SealedTrail(data) if type(data) is bytes else seal(document)

@@ -1,0 +1,56 @@
+"""``SpanRecord``: what the fold needs of an ended span, kept instead of the SDK's ``ReadableSpan``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from opentelemetry.sdk.trace import ReadableSpan
+
+__all__ = ["SpanRecord"]
+
+# Estimated bytes held per record, per attribute and per event (measured with tracemalloc on CPython 3.11; the
+# strings themselves are shared with the instrumentation and mostly small). Used for GOTRAILS_MAX_BUFFER_BYTES.
+_RECORD_BYTES = 560
+_ATTRIBUTE_BYTES = 110
+_EVENT_BYTES = 400
+
+
+class SpanRecord:
+    """What the fold needs of an ended span.
+
+    A ReadableSpan carries locks and bounded containers for its attributes and events; holding thousands of them
+    until their requests end keeps the garbage collector busy. This record holds plain values (its attribute dict
+    holds atomic values only, which the collector does not track) and lets the ReadableSpan go at once.
+    """
+
+    __slots__ = (
+        "attributes",
+        "context",
+        "end_time",
+        "events",
+        "instrumentation_scope",
+        "kind",
+        "name",
+        "parent",
+        "resource",
+        "size",
+        "start_time",
+        "status",
+    )
+
+    def __init__(self, span: ReadableSpan) -> None:
+        inner = getattr(getattr(span, "_attributes", None), "_dict", None)
+        attributes: dict[str, Any] = dict(inner) if isinstance(inner, dict) else dict(span.attributes or {})
+        self.attributes = attributes
+        self.context = span.context
+        self.parent = span.parent
+        self.name = span.name
+        self.kind = span.kind
+        self.start_time = span.start_time
+        self.end_time = span.end_time
+        self.status = span.status
+        events = getattr(span, "_events", None)
+        self.events = tuple(events) if events else ()
+        self.instrumentation_scope = span.instrumentation_scope
+        self.resource = span.resource
+        self.size = _RECORD_BYTES + _ATTRIBUTE_BYTES * len(attributes) + _EVENT_BYTES * len(self.events)
