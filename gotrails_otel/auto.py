@@ -11,6 +11,7 @@ from opentelemetry.propagators.composite import CompositePropagator
 from opentelemetry.propagators.textmap import TextMapPropagator
 from opentelemetry.sdk.trace import TracerProvider as SdkTracerProvider
 
+from ._safelog import log_failure
 from .config import ConfigError, TrailConfig
 from .hooks import instrument_libraries, uninstrument_libraries
 from .processor import TrailProcessor
@@ -109,8 +110,8 @@ def pre_instrument() -> None:
         _quiet.install()
     except ConfigError as exc:
         _log.error("%s; the application runs without gotrails trails", exc)
-    except Exception:  # auto-instrumentation must never stop the application from starting
-        _log.exception("gotrails: setting up trails failed; the application runs without them")
+    except Exception as exc:  # auto-instrumentation must never stop the application from starting
+        log_failure(_log, "gotrails: setting up trails failed; the application runs without them", exc)
 
 
 def post_instrument() -> None:

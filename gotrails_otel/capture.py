@@ -12,6 +12,7 @@ import logging
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, TypeVar
 
+from ._safelog import log_failure
 from .registry import current_target, target_for
 from .store import BodyCapture, Target
 
@@ -47,14 +48,16 @@ def guard(fn: _F) -> _F:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
-        except Exception:  # a capture hook must never break the request it observes
+        except Exception as exc:  # a capture hook must never break the request it observes
             name = getattr(fn, "__qualname__", repr(fn))
             first = name not in _failures_logged
             _failures_logged.add(name)
-            if first:
-                _log.exception("gotrails: capture hook %s failed (logged once; the request goes on)", name)
-            else:
-                _log.debug("gotrails: capture hook %s failed", name, exc_info=True)
+            log_failure(
+                _log,
+                f"gotrails: capture hook {name} failed (logged once; the request goes on)",
+                exc,
+                level=logging.ERROR if first else logging.DEBUG,
+            )
             return None
 
     return wrapper  # type: ignore[return-value]

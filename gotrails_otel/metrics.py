@@ -11,6 +11,8 @@ from typing import Any
 
 from opentelemetry import metrics
 
+from ._safelog import describe, log_failure
+
 __all__ = ["Counters", "FailureLog", "register_gauges"]
 
 _log = logging.getLogger("gotrails_otel")
@@ -166,22 +168,19 @@ class FailureLog:
                 first, suppressed = False, entry[1]
                 self._seen[kind] = [now, 0, error]
         if first:
-            _log.error(
-                "gotrails: %s failed: %s: %s (repeats of this failure are counted and reported every %.0f s)",
-                what,
-                type(error).__qualname__,
+            log_failure(
+                _log,
+                f"gotrails: {what} failed (repeats of this failure are counted and reported every "
+                f"{self.interval:.0f} s)",
                 error,
-                self.interval,
-                exc_info=error,
             )
         else:
             _log.error(
-                "gotrails: %s failed %d more time(s) in the last %.0f s; now: %s: %s",
+                "gotrails: %s failed %d more time(s) in the last %.0f s; now: %s",
                 what,
                 suppressed + 1,
                 self.interval,
-                type(error).__qualname__,
-                error,
+                describe(error),
             )
 
     def flush(self) -> None:
@@ -191,6 +190,4 @@ class FailureLog:
             for entry in self._seen.values():
                 entry[1] = 0
         for what, count, error in pending:
-            _log.error(
-                "gotrails: %s failed %d more time(s); last: %s: %s", what, count, type(error).__qualname__, error
-            )
+            _log.error("gotrails: %s failed %d more time(s); last: %s", what, count, describe(error))

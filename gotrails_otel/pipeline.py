@@ -36,6 +36,19 @@ __all__ = ["DropTrail", "ExportQueue", "FlushWorker", "Stage", "build_stages"]
 
 _log = logging.getLogger("gotrails_otel")
 
+
+def _spawn(target: Callable[..., None], name: str, *args: Any) -> threading.Thread | None:
+    """Start a daemon thread; ``None`` where no thread can start any more (the interpreter is exiting: Python 3.12+
+    refuses new threads once ``atexit`` handlers run, which is when the SDK shuts the processors down)."""
+    thread = threading.Thread(target=target, args=args, name=name, daemon=True)
+    try:
+        thread.start()
+    except RuntimeError:
+        _log.debug("gotrails: no new thread at interpreter shutdown; %s work runs on the calling thread", name)
+        return None
+    return thread
+
+
 Stage = Callable[[dict[str, Any]], "dict[str, Any] | None"]
 """A step between the masking policy and the seal: takes the folded, masked trail and returns it (changed or not),
 or ``None`` (or raises :class:`DropTrail`) to drop it. Stages run in order on the flush thread, one trail at a time,
@@ -134,6 +147,7 @@ class ExportQueue:
         self._abandoned = 0
         self._running = False
         self._closed = False
+        self._no_threads = False  # no thread could start (the interpreter is exiting): callers export themselves
 
     @property
     def exporter(self) -> TrailExporter:
@@ -200,6 +214,8 @@ class ExportQueue:
             self._work.notify()
         assert job.done is not None
         deadline = time.monotonic() + timeout_s
+        if self._no_threads:
+            self._run_here(deadline)
         while not job.done.wait(min(max(deadline - time.monotonic(), 0.0), 0.25)):
             now = time.monotonic()
             self.supervise(now)
@@ -209,6 +225,8 @@ class ExportQueue:
 
     def drain(self, deadline: float) -> bool:
         """Wait until nothing is queued or being exported (or ``deadline``, monotonic); ``True`` when drained."""
+        if self._no_threads:
+            self._run_here(deadline)
         with self.lock:
             while self._items or self._current is not None:
                 now = time.monotonic()
@@ -217,6 +235,24 @@ class ExportQueue:
                 self._supervise(now)
                 self._idle.wait(min(deadline - now, 0.25))
             return True
+
+    def _run_here(self, deadline: float) -> None:
+        """No export thread can start (the interpreter is exiting, see :func:`_spawn`): run what is queued on the
+        calling thread, in order, until ``deadline``; each export is bounded by the exporter's own timeout only."""
+        token = _suppressed()
+        try:
+            while time.monotonic() < deadline:
+                with self.lock:
+                    if self._running or not self._items:
+                        return
+                    job = self._items.popleft()
+                    self.nbytes -= job.size
+                result = self._do(job)
+                if job.done is not None:
+                    job.result = result
+                    job.done.set()
+        finally:
+            otel_context.detach(token)  # type: ignore[arg-type]
 
     def close(self) -> None:
         """Refuse new work; what is still queued is dropped and counted."""
@@ -269,8 +305,9 @@ class ExportQueue:
         if self._running or not self._items or self._abandoned >= MAX_ABANDONED_EXPORTS:
             return
         self._running = True
-        thread = threading.Thread(target=self._run, args=(self._generation,), name="gotrails-export", daemon=True)
-        thread.start()
+        if _spawn(self._run, "gotrails-export", self._generation) is None:
+            self._running = False
+            self._no_threads = True
 
     def _run(self, generation: int) -> None:
         ident = threading.get_ident()
@@ -377,11 +414,12 @@ class FlushWorker:
         """With the buffer's lock held: flushed trails not sealed yet (queued, or in the batch in hand)."""
         return len(self.buffer.ready) + len(self._batch)
 
-    def ensure_started(self) -> None:
-        """With the buffer's lock held: start the flush thread once."""
+    def ensure_started(self) -> bool:
+        """With the buffer's lock held: start the flush thread once; ``False`` when no thread can start (the
+        interpreter is exiting: :meth:`stop` then seals what is left on the calling thread)."""
         if self._thread is None:
-            self._thread = threading.Thread(target=self._run, name="gotrails-flush", daemon=True)
-            self._thread.start()
+            self._thread = _spawn(self._run, "gotrails-flush")
+        return self._thread is not None
 
     @property
     def busy(self) -> bool:
@@ -502,10 +540,12 @@ class FlushWorker:
         with buffer.lock:
             self._stopping = True
             self._stop_deadline = deadline
-            if buffer.ready:
-                self.ensure_started()
+            started = self.ensure_started() if buffer.ready else self._thread is not None
             thread = self._thread
             buffer.wakeup.notify_all()
+        if not started and buffer.ready:
+            self._run()  # the interpreter is exiting and no thread can start: seal the rest here, bounded by deadline
+            return not buffer.ready
         if thread is None or thread is threading.current_thread():
             return True
         thread.join(max(deadline - time.monotonic(), 0.0))

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from opentelemetry import trace
 
+from ._safelog import log_failure
 from .store import Target
 
 if TYPE_CHECKING:
@@ -122,5 +123,5 @@ def _shutdown_all(processors: list[TrailProcessor]) -> None:
     for processor in processors:
         try:
             processor.shutdown()
-        except Exception:  # the process is ending: flush the others all the same
-            _log.exception("gotrails: shutting down a trail processor on SIGTERM failed")
+        except Exception as exc:  # the process is ending: flush the others all the same
+            log_failure(_log, "gotrails: shutting down a trail processor on SIGTERM failed", exc)

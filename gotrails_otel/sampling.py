@@ -22,6 +22,8 @@ from typing import TYPE_CHECKING, Any
 
 from opentelemetry.sdk.trace.sampling import TraceIdRatioBased
 
+from ._safelog import log_failure
+
 if TYPE_CHECKING:
     from .config import TrailConfig
 
@@ -108,8 +110,8 @@ class TrailSampler:
         if self._custom is not None:
             try:
                 verdict = self._custom(trail)
-            except Exception:  # fail open: a broken sampler never costs a trail
-                _log.exception("gotrails: the custom trail sampler failed; the trail is kept")
+            except Exception as exc:  # fail open: a broken sampler never costs a trail
+                log_failure(_log, "gotrails: the custom trail sampler failed; the trail is kept", exc)
                 self._note("failures", "sampler")
                 return None
             if verdict is not None:

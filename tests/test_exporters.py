@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import os
 import re
 import subprocess
@@ -17,6 +18,8 @@ import orjson
 import pytest
 from opentelemetry.sdk._logs import LoggerProvider
 from opentelemetry.sdk._logs.export import InMemoryLogRecordExporter, SimpleLogRecordProcessor
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.trace import SpanKind
 
 import gotrails_otel as gt
 from gotrails_otel.exporters import exporter_from_config
@@ -514,3 +517,74 @@ class _HangingExporter(gt.InMemoryTrailExporter):
 
     def export(self, trail: gt.SealedTrail) -> None:
         self.gate.wait(10)
+
+
+_AT_EXIT = """
+import atexit, sys
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.trace import SpanKind
+import gotrails_otel as gt
+
+provider = TracerProvider()  # shuts its processors down at exit (an atexit handler)
+provider.add_span_processor(gt.TrailProcessor(gt.FileTrailExporter(sys.argv[1]), gt.TrailConfig()))
+tracer = provider.get_tracer("x")
+{before}
+
+def last_request() -> None:  # runs before the provider's handler: atexit is last in, first out
+    with tracer.start_as_current_span("GET /late", kind=SpanKind.SERVER, attributes={{"http.method": "GET"}}):
+        gt.set_metadata(order="late")
+
+atexit.register(last_request)
+"""
+
+
+@pytest.mark.parametrize("threads_before_exit", [False, True], ids=["no-thread-yet", "threads-running"])
+def test_a_trail_made_while_the_interpreter_exits_is_exported_without_a_traceback(
+    tmp_path: Path, threads_before_exit: bool
+) -> None:
+    # Python 3.12+ refuses new threads once atexit handlers run: a process whose gotrails threads never started (a
+    # gunicorn --preload master) must still shut down cleanly and export what it holds, on the exiting thread.
+    before = (
+        'with tracer.start_as_current_span("GET /early", kind=SpanKind.SERVER, attributes={"http.method": "GET"}):\n'
+        '    gt.set_metadata(order="early")'
+        if threads_before_exit
+        else ""
+    )
+    out = tmp_path / "trails.jsonl"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("GOTRAILS_", "OTEL_"))}
+    result = subprocess.run(
+        [sys.executable, "-c", _AT_EXIT.format(before=before), str(out)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr, result.stderr
+    trails = [json.loads(line) for line in out.read_text().splitlines() if '"gotrails.checkpoint"' not in line]
+    orders = [t["metadata"]["order"] for t in trails]
+    assert orders == (["early", "late"] if threads_before_exit else ["late"])
+    assert all(t["complete"] for t in trails)
+
+
+def test_no_thread_at_all_still_exports_on_the_calling_thread(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    # The same refusal, simulated on every Python: each gotrails thread fails to start, as at interpreter exit.
+    real_start = threading.Thread.start
+
+    def refuse(thread: threading.Thread) -> None:
+        if thread.name.startswith("gotrails-"):
+            raise RuntimeError("can't create new thread at interpreter shutdown")
+        real_start(thread)
+
+    monkeypatch.setattr(threading.Thread, "start", refuse)
+    exporter = gt.InMemoryTrailExporter()
+    provider = TracerProvider(shutdown_on_exit=False)
+    provider.add_span_processor(gt.TrailProcessor(exporter, gt.TrailConfig()))
+    tracer = provider.get_tracer("x")
+    for path in ("/a", "/b"):
+        with tracer.start_as_current_span(f"GET {path}", kind=SpanKind.SERVER, attributes={"http.method": "GET"}):
+            gt.set_metadata(path=path)
+    assert list(exporter.get_finished_trails()) == []  # nothing ran: no thread
+    provider.shutdown()
+    assert [t["metadata"]["path"] for t in exporter.get_finished_trails()] == ["/a", "/b"]

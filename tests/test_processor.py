@@ -466,7 +466,7 @@ def test_a_failing_exporter_is_logged_once_per_interval_with_counts(
     messages = " ".join(r.getMessage() for r in records)
     assert "_Raising" in messages and "disk full" in messages
     assert "_RaisingToo" in messages and "connection refused" in messages
-    assert all(r.exc_info for r in records)  # the first of each kind with its traceback
+    assert all("Raised at" in r.getMessage() for r in records)  # the first of each kind with where it was raised
     assert h.processor.stats()["failures.export"] == 600
     h.processor._failures.flush()
     summary = [r.getMessage() for r in caplog.records if "more time" in r.getMessage()]
