@@ -31,6 +31,13 @@ MAX_LATE_IDS = 16_384
 # Bytes charged for remembering one span id (a span dropped by the span limit, a late span).
 ID_BYTES = 120
 MAX_METADATA_KEYS = 1_000
+# While requests are in flight the flush thread looks for flushed trails this often and takes them all at once,
+# instead of being woken for each one; a trail waits for it at most this long (a flush when nothing else is in flight,
+# a full batch, a deadline or a drain wakes it at once).
+FLUSH_DELAY_S = 0.01
+# Flushed trails waiting that wake the flush thread before its next look.
+WAKE_BATCH = 64
+_NOT_WAITING = -1.0
 
 
 class FlushReason(str, enum.Enum):
@@ -171,7 +178,8 @@ class TrailBuffer:
         self.open_bytes = 0  # estimated bytes held by the trails in flight (open and draining)
         self.queued_bytes = 0  # estimated bytes held by flushed trails waiting for the fold
         self.closed = False
-        self.worker_waiting = False
+        # When the waiting flush thread looks again (monotonic; ``inf``: only when woken); -1 while it is not waiting.
+        self.worker_wake_at = _NOT_WAITING
 
     # ----------------------------------------------------------------------------------------- span events
 
@@ -212,7 +220,7 @@ class TrailBuffer:
         trail.open += 1
         self.owner[span_id] = trail
 
-    def end_span(self, trail: Trail, span: ReadableSpan, span_id: int) -> None:
+    def end_span(self, trail: Trail, span: ReadableSpan, span_id: int, record: SpanRecord | None = None) -> None:
         """With the lock held: a span of ``trail`` ended (the processor inlines the common case: a child span of a
         trail in flight ends while its request is running)."""
         state = trail.state
@@ -226,7 +234,8 @@ class TrailBuffer:
             return
         if trail.dropped_ids is not None and span_id in trail.dropped_ids:
             return  # counted when it started
-        record = SpanRecord(span)
+        if record is None:
+            record = SpanRecord(span)
         trail.spans.append(record)
         trail.open -= 1
         self.charge(trail, record.size)
@@ -278,8 +287,8 @@ class TrailBuffer:
             trail.state = TrailState.DRAINING
             trail.grace_deadline = deadline = time.monotonic() + self.grace_s
             self.grace.append((deadline, trail))
-            if self.worker_waiting:
-                self.wakeup.notify()
+            if deadline < self.worker_wake_at:  # sooner than the flush thread would look again
+                self.wake_worker()
 
     def finish(self, trail: Trail, reason: FlushReason) -> None:
         """With the lock held: take ``trail`` out of the buffer and queue it for the fold (exactly once)."""
@@ -297,9 +306,27 @@ class TrailBuffer:
             trail.nbytes = 0
             trail.release_data()
         self.queued_bytes += trail.nbytes
-        self.ready.append(trail)
-        if self.worker_waiting:
+        ready = self.ready
+        ready.append(trail)
+        wake_at = self.worker_wake_at
+        # The flush thread takes flushed trails in batches: it is woken only when it would not look again soon (it
+        # waits for no deadline), when a batch is full, or at shutdown.
+        if wake_at >= 0.0 and (len(ready) >= WAKE_BATCH or self.closed or wake_at - time.monotonic() > FLUSH_DELAY_S):
+            self.wake_worker()
+
+    def wake_worker(self) -> None:
+        """With the lock held: wake the flush thread now if it waits."""
+        if self.worker_wake_at >= 0.0:
+            self.worker_wake_at = _NOT_WAITING  # once: it looks at everything when it wakes
             self.wakeup.notify()
+
+    def worker_wait(self, timeout: float | None, now: float) -> None:
+        """With the lock held, on the flush thread: wait until woken or ``timeout`` seconds (``None``: until woken)."""
+        self.worker_wake_at = float("inf") if timeout is None else now + timeout
+        try:
+            self.wakeup.wait(timeout)
+        finally:
+            self.worker_wake_at = _NOT_WAITING
 
     def expire(self, now: float) -> float | None:
         """With the lock held: flush every trail past its grace or age; return the next deadline (monotonic)."""

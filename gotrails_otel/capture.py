@@ -69,11 +69,20 @@ def headers_dict(
     """Headers as ``{lower-case name: [values]}``, sensitive values masked, propagation headers left out."""
     headers: dict[str, list[str]] = {}
     for raw_name, raw_value in pairs:
-        name = _text(raw_name).strip().lower()
+        name = (raw_name.decode("latin-1") if type(raw_name) is bytes else _text(raw_name)).strip().lower()
         if not name or name in drop:
             continue
-        value = MASK if name in SENSITIVE_HEADERS else _clean(_text(raw_value))
-        headers.setdefault(name, []).append(value)
+        if name in SENSITIVE_HEADERS:
+            value = MASK
+        else:
+            value = raw_value.decode("latin-1") if type(raw_value) is bytes else _text(raw_value)
+            if not value.isprintable():
+                value = _clean(value)
+        values = headers.get(name)
+        if values is None:
+            headers[name] = [value]
+        else:
+            values.append(value)
     return headers
 
 

@@ -22,7 +22,7 @@ from typing import Any
 
 from opentelemetry import context as otel_context
 
-from .buffer import FlushReason, Trail, TrailBuffer
+from .buffer import FLUSH_DELAY_S, FlushReason, Trail, TrailBuffer
 from .config import TrailConfig
 from .exporters import ExportError, TrailExporter, exporter_name
 from .fold import FoldInput, fold
@@ -445,9 +445,11 @@ class FlushWorker:
                         self._busy = False
                         self._idle.notify_all()
                         wait = self._wait_time(now, next_deadline)
-                        buffer.worker_waiting = True
-                        buffer.wakeup.wait(wait)
-                        buffer.worker_waiting = False
+                        if buffer.trails and (wait is None or wait > FLUSH_DELAY_S):
+                            # Requests in flight: look again soon and take what they flushed meanwhile in one batch
+                            # (they do not wake this thread one by one; see TrailBuffer.finish).
+                            wait = FLUSH_DELAY_S
+                        buffer.worker_wait(wait, now)
                 if self._stopping and not self._batch:
                     return  # every trail is sealed (the final checkpoint follows their export: see the processor)
                 batch, check_at = self._batch, 0.0
@@ -527,6 +529,8 @@ class FlushWorker:
         """Wait until every flushed trail has been sealed and queued for export (or ``deadline``)."""
         buffer = self.buffer
         with buffer.lock:
+            if buffer.ready:
+                buffer.wake_worker()  # do not let it wait for its next look
             while buffer.ready or self._busy:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0 or self._thread is None:

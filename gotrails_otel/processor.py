@@ -213,6 +213,9 @@ class TrailProcessor(SpanProcessor):
                     if trail is not None:
                         buffer.count_late(trail, "spans")
             return
+        seen = owner.get(span_id)
+        # A child span's record is made before the lock (it copies the span): the lock is held only to file it.
+        record = SpanRecord(span) if seen is not None and span_id != seen.root_id else None
         with buffer.lock:
             trail = owner.get(span_id)
             if trail is None:  # sealed meanwhile
@@ -223,7 +226,8 @@ class TrailProcessor(SpanProcessor):
             if trail.root_ended is None and trail.state is _OPEN and span_id != trail.root_id:
                 if trail.dropped_ids is None or span_id not in trail.dropped_ids:
                     # The common case, inlined: a child ends while its request is still running.
-                    record = SpanRecord(span)
+                    if record is None:
+                        record = SpanRecord(span)
                     trail.spans.append(record)
                     trail.open -= 1
                     size = record.size
@@ -232,7 +236,7 @@ class TrailProcessor(SpanProcessor):
                     if buffer.open_bytes > buffer.max_bytes:
                         buffer.evict()
                 return
-            buffer.end_span(trail, span, span_id)
+            buffer.end_span(trail, span, span_id, record)
 
     # ------------------------------------------------------------------------------------- writes
 

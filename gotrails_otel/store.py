@@ -213,15 +213,34 @@ class CaptureStore:
             trail = self._open_trail(span_id)
             if trail is None:
                 return False
-            payload = trail.captures.setdefault(span_id, {})
-            current = payload.get(key)
-            if isinstance(current, dict):
-                current.update(values)
-            else:
-                payload[key] = dict(values)
-            self._adopt(trail, values)
+            self._merge(trail, span_id, key, values)
             buffer.charge(trail, size)
             return True
+
+    def update_many(self, span_id: int, parts: Mapping[str, Mapping[str, Any]]) -> bool:
+        """:meth:`update` for several keys at once (``{"request": {...}, "response": {...}}``): one write."""
+        size = estimate(parts)
+        buffer = self._buffer
+        with buffer.lock:
+            trail = self._open_trail(span_id)
+            if trail is None:
+                return False
+            for key, values in parts.items():
+                self._merge(trail, span_id, key, values)
+            buffer.charge(trail, size)
+            return True
+
+    def _merge(self, trail: Trail, span_id: int, key: str, values: Mapping[str, Any]) -> None:
+        captures = trail.captures
+        payload = captures.get(span_id)
+        if payload is None:
+            payload = captures[span_id] = {}
+        current = payload.get(key)
+        if isinstance(current, dict):
+            current.update(values)
+        else:
+            payload[key] = dict(values)
+        self._adopt(trail, values)
 
     def add_metadata(self, span_id: int, fields: Mapping[str, Any]) -> bool:
         """Merge ``fields`` into the ``metadata{}`` of the trail that owns ``span_id`` (at most 1,000 keys).
@@ -324,6 +343,9 @@ class Target:
 
     def update(self, key: str, values: Mapping[str, Any]) -> bool:
         return self.store.update(self.span_id, key, values)
+
+    def update_many(self, parts: Mapping[str, Mapping[str, Any]]) -> bool:
+        return self.store.update_many(self.span_id, parts)
 
     def put(self, key: str, value: Any) -> bool:
         return self.store.put(self.span_id, key, value)

@@ -22,6 +22,7 @@ from ..capture import BodyCapture, Target, guard, header_value, headers_dict, ta
 __all__ = ["install", "instrumentor_kwargs", "uninstall"]
 
 _PLUMBING_SUFFIXES = (" http receive", " http send")
+_NO_CHUNK: Any = object()
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -101,7 +102,9 @@ class _Exchange:
         self._request_body: BodyCapture | None = None
         self._response_body: BodyCapture | None = None
 
-    def _ensure_target(self) -> Target | None:
+    def _ensure_target(self, chunk: Any = _NO_CHUNK) -> Target | None:
+        """The request's target; the first time, the request is recorded (with its body when ``chunk``, the
+        body's first chunk, is given)."""
         if self._target is None:
             target = _server_target()
             if target is None:
@@ -120,6 +123,14 @@ class _Exchange:
                 "query": query.decode("latin-1") if isinstance(query, bytes) and query else None,
                 "headers": headers,
             }
+            if chunk is not _NO_CHUNK:
+                body = self._request_body = BodyCapture(
+                    target.config.max_body_bytes,
+                    header_value(headers, "content-type"),
+                    header_value(headers, "content-encoding"),
+                )
+                body.add(chunk)  # kept before the write, which charges it: one write for the request
+                request["body"] = body
             target.update("request", request)
         return self._target
 
@@ -148,10 +159,12 @@ class _Exchange:
     def _on_receive(self, message: Message) -> None:
         if message.get("type") != "http.request":
             return
-        target = self._ensure_target()
-        if target is None:
+        chunk = message.get("body")
+        if self._target is None:
+            self._ensure_target(chunk)  # records the request with the body's first chunk
             return
-        if self._request_body is None:
+        target = self._target
+        if self._request_body is None:  # the request was recorded before its body came (the app answered first)
             headers = headers_dict(self._scope.get("headers") or ())
             self._request_body = BodyCapture(
                 target.config.max_body_bytes,
@@ -159,7 +172,7 @@ class _Exchange:
                 header_value(headers, "content-encoding"),
             )
             target.update("request", {"body": self._request_body})
-        self._request_body.add(message.get("body"))
+        self._request_body.add(chunk)
 
     @guard
     def _on_send(self, message: Message) -> None:

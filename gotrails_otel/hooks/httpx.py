@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from ..capture import BodyCapture, Target, guard, header_value, headers_dict, target_for
+from ..capture import BodyCapture, Target, guard, headers_dict, target_for
 from ..urls import redact_url
 from . import _wrap
 
@@ -60,21 +60,24 @@ def request_hook(span: Any, request: Any) -> None:
         return
     import httpx
 
-    headers = headers_dict(request.headers.raw)
-    body = BodyCapture(target.config.max_body_bytes, header_value(headers, "content-type"))
+    wrapped = _wrap.installed("httpx", "Client.send")
+    body = BodyCapture(target.config.max_body_bytes, request.headers.get("content-type"))
     stream = request.stream
     if isinstance(stream, httpx.ByteStream):
         body.add(b"".join(stream))  # an in-memory body: re-iterable, reading it consumes nothing
     else:
         body.streamed = True
     method = request.method.decode("ascii", "replace") if isinstance(request.method, bytes) else str(request.method)
-    target.update("request", {"method": method, "url": safe_url(request.url), "headers": headers, "body": body})
+    captured: dict[str, Any] = {"method": method, "url": safe_url(request.url), "body": body}
+    if not wrapped:  # else the send wrapper records the headers as sent
+        captured["headers"] = headers_dict(request.headers.raw)
     extensions = request.extensions
     name = extensions.get(EXTENSION_NAME)
+    target.update("request", captured)
     if isinstance(name, str) and name:
         target.put("name", name)
     extensions[_EXT_TARGET] = target
-    if _wrap.installed("httpx", "Client.send"):
+    if wrapped:
         release = target.hold()
         if release is not None:
             extensions.setdefault(_EXT_RELEASE, []).append(release)
@@ -129,7 +132,10 @@ def _after_send(request: Any, response: Any, streamed: bool) -> None:
         extensions = getattr(request, "extensions", None)
         if isinstance(extensions, dict):
             releases = extensions.pop(_EXT_RELEASE, [])
-        if response is None:
+        if response is None:  # the send failed: the request's headers as they were prepared
+            sent: Target | None = extensions.get(_EXT_TARGET) if isinstance(extensions, dict) else None
+            if sent is not None:
+                sent.update("request", {"headers": headers_dict(request.headers.raw)})
             return
         final = getattr(response.request, "extensions", None) or {}
         target: Target | None = final.get(_EXT_TARGET)
@@ -139,15 +145,16 @@ def _after_send(request: Any, response: Any, streamed: bool) -> None:
         body = BodyCapture(
             target.config.max_body_bytes, headers.get("content-type"), None
         )  # httpx has decoded Content-Encoding already
-        # The headers as sent: the request hook ran before the propagators injected theirs (X-Trace-ID…).
-        target.update("request", {"headers": headers_dict(response.request.headers.raw)})
         if streamed and not response.is_stream_consumed:
             body.streamed = True
             length = headers.get("content-length")
             body.total = int(length) if length and length.isdigit() else 0
         else:
             body.add(response.content)
-        target.update("response", {"body": body})
+        # The headers as sent: the request hook ran before the propagators injected theirs (X-Trace-ID…).
+        target.update_many(
+            {"request": {"headers": headers_dict(response.request.headers.raw)}, "response": {"body": body}}
+        )
     finally:
         for release in releases:
             release()

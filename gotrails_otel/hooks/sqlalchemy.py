@@ -127,8 +127,12 @@ def _after_cursor_execute(
     if target is None:
         return
     rowcount = getattr(cursor, "rowcount", -1)
-    target.update("request", _request(parameters, executemany))
-    target.update("response", {"rows_affected": rowcount if isinstance(rowcount, int) and rowcount >= 0 else None})
+    target.update_many(
+        {
+            "request": _request(parameters, executemany),
+            "response": {"rows_affected": rowcount if isinstance(rowcount, int) and rowcount >= 0 else None},
+        }
+    )
 
 
 @guard
