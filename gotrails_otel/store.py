@@ -8,7 +8,7 @@ trail was flushed is refused and counted as a late payload; a write for a span i
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -77,6 +77,7 @@ class BodyCapture:
     __slots__ = (
         "_buffer",
         "_chunks",
+        "_data",
         "_kept",
         "_trail",
         "content_encoding",
@@ -92,7 +93,8 @@ class BodyCapture:
         self.content_encoding = content_encoding
         self.total = 0
         self.streamed = False
-        self._chunks: list[bytes] = []
+        self._data = b""  # the bytes kept, when they came in one chunk (the common case: no list)
+        self._chunks: list[bytes] | None = None  # or in several
         self._kept = 0
         self._trail: Trail | None = None
         self._buffer: TrailBuffer | None = None
@@ -120,7 +122,12 @@ class BodyCapture:
         room = self.limit - self._kept
         if room > 0:
             part = bytes(chunk[:room]) if size > room else bytes(chunk)
-            self._chunks.append(part)
+            if not self._kept:
+                self._data = part
+            elif self._chunks is None:
+                self._chunks = [self._data, part]
+            else:
+                self._chunks.append(part)
             self._kept += len(part)
             if trail is not None and buffer is not None:
                 with buffer.lock:
@@ -128,9 +135,10 @@ class BodyCapture:
 
     def data(self) -> bytes:
         """The bytes kept so far."""
-        if len(self._chunks) > 1:
-            self._chunks = [b"".join(self._chunks)]
-        return self._chunks[0] if self._chunks else b""
+        if self._chunks is not None:
+            self._data = b"".join(self._chunks)
+            self._chunks = None
+        return self._data
 
     def __gotrails_json__(self) -> Any:
         from .body import decode_body
@@ -207,40 +215,45 @@ class CaptureStore:
 
     def update(self, span_id: int, key: str, values: Mapping[str, Any]) -> bool:
         """Merge ``values`` into the dict under ``key`` (``request``, ``response``, ``metadata``)."""
-        size = estimate(values)
-        buffer = self._buffer
-        with buffer.lock:
-            trail = self._open_trail(span_id)
-            if trail is None:
-                return False
-            self._merge(trail, span_id, key, values)
-            buffer.charge(trail, size)
-            return True
+        return self._write(span_id, ((key, values),), values)
 
     def update_many(self, span_id: int, parts: Mapping[str, Mapping[str, Any]]) -> bool:
         """:meth:`update` for several keys at once (``{"request": {...}, "response": {...}}``): one write."""
-        size = estimate(parts)
+        return self._write(span_id, parts.items(), parts)
+
+    def _write(self, span_id: int, parts: Iterable[tuple[str, Mapping[str, Any]]], measured: Any) -> bool:
+        """Merge each ``(key, values)`` of ``parts`` into the span's payload (the hooks' path: kept lean, it runs on
+        the request threads). ``measured`` is what the byte budget is charged for."""
+        size = estimate(measured)
         buffer = self._buffer
         with buffer.lock:
-            trail = self._open_trail(span_id)
-            if trail is None:
+            trail = buffer.owner.get(span_id)
+            if (
+                trail is None
+                or trail.state in _CLOSED
+                or (trail.dropped_ids is not None and span_id in trail.dropped_ids)
+            ):
+                self._open_trail(span_id)  # counts why it is refused
                 return False
-            for key, values in parts.items():
-                self._merge(trail, span_id, key, values)
-            buffer.charge(trail, size)
+            captures = trail.captures
+            payload = captures.get(span_id)
+            if payload is None:
+                payload = captures[span_id] = {}
+            for key, values in parts:
+                current = payload.get(key)
+                if isinstance(current, dict):
+                    current.update(values)
+                else:
+                    payload[key] = dict(values)
+                if type(values) is dict:
+                    for item in values.values():
+                        if type(item) is BodyCapture:
+                            item._attach(buffer, trail)
+            trail.nbytes += size
+            buffer.open_bytes += size
+            if buffer.open_bytes > buffer.max_bytes:
+                buffer.evict()
             return True
-
-    def _merge(self, trail: Trail, span_id: int, key: str, values: Mapping[str, Any]) -> None:
-        captures = trail.captures
-        payload = captures.get(span_id)
-        if payload is None:
-            payload = captures[span_id] = {}
-        current = payload.get(key)
-        if isinstance(current, dict):
-            current.update(values)
-        else:
-            payload[key] = dict(values)
-        self._adopt(trail, values)
 
     def add_metadata(self, span_id: int, fields: Mapping[str, Any]) -> bool:
         """Merge ``fields`` into the ``metadata{}`` of the trail that owns ``span_id`` (at most 1,000 keys).
