@@ -225,35 +225,35 @@ class CaptureStore:
         """Merge each ``(key, values)`` of ``parts`` into the span's payload (the hooks' path: kept lean, it runs on
         the request threads). ``measured`` is what the byte budget is charged for."""
         size = estimate(measured)
+        with self._buffer.lock:
+            return self._write_locked(span_id, parts, size)
+
+    def _write_locked(self, span_id: int, parts: Iterable[tuple[str, Mapping[str, Any]]], size: int) -> bool:
+        """With the lock held: the write of :meth:`_write`."""
         buffer = self._buffer
-        with buffer.lock:
-            trail = buffer.owner.get(span_id)
-            if (
-                trail is None
-                or trail.state in _CLOSED
-                or (trail.dropped_ids is not None and span_id in trail.dropped_ids)
-            ):
-                self._open_trail(span_id)  # counts why it is refused
-                return False
-            captures = trail.captures
-            payload = captures.get(span_id)
-            if payload is None:
-                payload = captures[span_id] = {}
-            for key, values in parts:
-                current = payload.get(key)
-                if isinstance(current, dict):
-                    current.update(values)
-                else:
-                    payload[key] = dict(values)
-                if type(values) is dict:
-                    for item in values.values():
-                        if type(item) is BodyCapture:
-                            item._attach(buffer, trail)
-            trail.nbytes += size
-            buffer.open_bytes += size
-            if buffer.open_bytes > buffer.max_bytes:
-                buffer.evict()
-            return True
+        trail = buffer.owner.get(span_id)
+        if trail is None or trail.state in _CLOSED or (trail.dropped_ids is not None and span_id in trail.dropped_ids):
+            self._open_trail(span_id)  # counts why it is refused
+            return False
+        captures = trail.captures
+        payload = captures.get(span_id)
+        if payload is None:
+            payload = captures[span_id] = {}
+        for key, values in parts:
+            current = payload.get(key)
+            if isinstance(current, dict):
+                current.update(values)
+            else:
+                payload[key] = dict(values)
+            if type(values) is dict:
+                for item in values.values():
+                    if type(item) is BodyCapture:
+                        item._attach(buffer, trail)
+        trail.nbytes += size
+        buffer.open_bytes += size
+        if buffer.open_bytes > buffer.max_bytes:
+            buffer.evict()
+        return True
 
     def add_metadata(self, span_id: int, fields: Mapping[str, Any]) -> bool:
         """Merge ``fields`` into the ``metadata{}`` of the trail that owns ``span_id`` (at most 1,000 keys).
@@ -329,16 +329,39 @@ class CaptureStore:
             trail = buffer.owner.get(span_id)
             if trail is None or not buffer.hold(trail, processing):
                 return None
-        released = [False]
+        return _Release(buffer, trail, processing)
 
-        def release() -> None:
-            with buffer.lock:
-                if released[0]:
-                    return
-                released[0] = True
-                buffer.release(trail, processing)
+    def update_and_hold(
+        self, span_id: int, key: str, values: Mapping[str, Any], *, processing: bool = False
+    ) -> Callable[[], None] | None:
+        """:meth:`update`, then :meth:`hold`, in one write; ``None`` (and no hold) when the write is refused."""
+        size = estimate(values)
+        buffer = self._buffer
+        with buffer.lock:
+            if not self._write_locked(span_id, ((key, values),), size):
+                return None
+            trail = buffer.owner[span_id]
+            if not buffer.hold(trail, processing):
+                return None
+        return _Release(buffer, trail, processing)
 
-        return release
+
+class _Release:
+    """Ends a hold taken with :meth:`CaptureStore.hold` (calling it again is harmless)."""
+
+    __slots__ = ("_buffer", "_processing", "_trail")
+
+    def __init__(self, buffer: TrailBuffer, trail: Trail, processing: bool) -> None:
+        self._buffer = buffer
+        self._trail: Trail | None = trail
+        self._processing = processing
+
+    def __call__(self) -> None:
+        buffer = self._buffer
+        with buffer.lock:
+            trail, self._trail = self._trail, None
+            if trail is not None:
+                buffer.release(trail, self._processing)
 
 
 class Target:
@@ -371,3 +394,8 @@ class Target:
 
     def hold(self, *, processing: bool = False) -> Callable[[], None] | None:
         return self.store.hold(self.span_id, processing=processing)
+
+    def update_and_hold(
+        self, key: str, values: Mapping[str, Any], *, processing: bool = False
+    ) -> Callable[[], None] | None:
+        return self.store.update_and_hold(self.span_id, key, values, processing=processing)

@@ -113,7 +113,6 @@ class _Exchange:
             # The SERVER span ends with the last body chunk, but the app may still run background tasks or
             # watch for a disconnect: the request is being processed until the app returns (within the age limit;
             # the grace period for stray spans starts then).
-            self._release = target.hold(processing=True)
             scope = self._scope
             query = scope.get("query_string") or b""
             headers = headers_dict(scope.get("headers") or ())
@@ -131,7 +130,7 @@ class _Exchange:
                 )
                 body.add(chunk)  # kept before the write, which charges it: one write for the request
                 request["body"] = body
-            target.update("request", request)
+            self._release = target.update_and_hold("request", request, processing=True)
         return self._target
 
     def done(self) -> None:

@@ -73,14 +73,15 @@ def request_hook(span: Any, request: Any) -> None:
         captured["headers"] = headers_dict(request.headers.raw)
     extensions = request.extensions
     name = extensions.get(EXTENSION_NAME)
-    target.update("request", captured)
     if isinstance(name, str) and name:
         target.put("name", name)
     extensions[_EXT_TARGET] = target
     if wrapped:
-        release = target.hold()
+        release = target.update_and_hold("request", captured)
         if release is not None:
             extensions.setdefault(_EXT_RELEASE, []).append(release)
+    else:
+        target.update("request", captured)
 
 
 @guard

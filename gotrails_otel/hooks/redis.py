@@ -119,9 +119,18 @@ def response_hook(span: Any, instance: Any, response: Any) -> None:
         delattr(instance, _STACK)
         _pipeline(target, stack, response, with_values)
         return
-    request = target.store.get(target.span_id) or {}
-    command = (request.get("request") or {}).get("command", "")
+    command = _command_of(span, target)
     target.update("response", _reply(command, response, with_values))
+
+
+def _command_of(span: Any, target: Target) -> str:
+    """The command's name: the first word of the span's statement (the instrumentation sets it), else what the
+    request hook recorded."""
+    statement = getattr(span, "attributes", {}).get("db.statement")
+    if isinstance(statement, str) and statement:
+        return statement.split(" ", 1)[0].upper()
+    request = target.store.get(target.span_id) or {}
+    return str((request.get("request") or {}).get("command", ""))
 
 
 def _pipeline(target: Target, stack: list[Sequence[Any]], replies: list[Any], with_values: bool) -> None:
