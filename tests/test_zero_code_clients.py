@@ -1,5 +1,5 @@
-"""urllib3, psycopg2 and sqlite3 used directly by an application run under ``opentelemetry-instrument`` with the
-stock distro (zero code), against a real PostgreSQL server and a real upstream: their integrations carry the
+"""urllib3, psycopg2, asyncpg and sqlite3 used directly by an application run under ``opentelemetry-instrument``
+with the stock distro (zero code), against a real PostgreSQL server and a real upstream: their integrations carry the
 statements, arguments, bodies and statuses, with the planted secrets masked."""
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ def upstream() -> Iterator[ThreadServer]:
     server.close()
 
 
-def test_urllib3_psycopg2_and_sqlite3_in_the_zero_code_path(
+def test_urllib3_psycopg2_asyncpg_and_sqlite3_in_the_zero_code_path(
     apps: Callable[..., AppProcess], upstream: ThreadServer, postgres_service: Any, tmp_path: Path
 ) -> None:
     port = urlsplit(postgres_service.url).port
@@ -65,7 +65,7 @@ def test_urllib3_psycopg2_and_sqlite3_in_the_zero_code_path(
     payload = {"id": "acc-7", "email": "a@example.com", "password": PASSWORD, "card": CARD, "api_token": TOKEN}
     reply = httpx.post(f"{app.url}/v1/accounts", json=payload, timeout=30)
     assert reply.status_code == 201, app.log_text()
-    assert reply.json() == {"id": "acc-7", "balance": 100, "verified": True}
+    assert reply.json() == {"id": "acc-7", "balance": 100, "email": "a@example.com", "verified": True}
 
     (trail,) = app.trails(1)
     validate_trail(trail)
@@ -74,12 +74,14 @@ def test_urllib3_psycopg2_and_sqlite3_in_the_zero_code_path(
     by_type: dict[str, list[dict[str, Any]]] = {}
     for item in trail["integrations"]:
         by_type.setdefault(item["type"], []).append(item)
-    insert, select, audit = by_type["database"]
+    insert, select, lookup, audit = by_type["database"]
     assert insert["name"] == "postgres.accounts.insert"
     assert insert["request"]["query"].startswith("INSERT INTO accounts")
     assert insert["request"]["args"] == ["acc-7", "a@example.com", "***", "***", 100]
     assert insert["response"] == {"rows_affected": 1}
     assert select["request"]["args"] == ["acc-7"] and select["response"] == {"rows_affected": 1}
+    assert lookup["request"]["query"].startswith("SELECT email FROM accounts")
+    assert lookup["request"]["args"] == ["acc-7", "***"]  # bound to the password column
     assert audit["name"].startswith("sqlite") and audit["request"]["args"] == ["acc-7", "***"]
     (call,) = by_type["http"]
     assert call["request"]["method"] == "POST" and call["request"]["url"] == f"{upstream.url}/v2/verify"

@@ -1,10 +1,12 @@
-"""A Flask service whose integrations use urllib3, psycopg2 and sqlite3 directly; run by the tests under
+"""A Flask service whose integrations use urllib3, psycopg2, asyncpg and sqlite3 directly; run by the tests under
 ``opentelemetry-instrument`` (zero code) with gunicorn."""
 
+import asyncio
 import json
 import os
 import sqlite3
 
+import asyncpg
 import psycopg2
 import urllib3
 from flask import Flask, jsonify, request
@@ -15,6 +17,14 @@ pool = urllib3.PoolManager()
 
 def _postgres():
     return psycopg2.connect(f"host=127.0.0.1 port={os.environ['PG_PORT']} user=postgres dbname=postgres")
+
+
+async def _email(account, password):
+    conn = await asyncpg.connect(host="127.0.0.1", port=int(os.environ["PG_PORT"]), user="postgres")
+    try:
+        return await conn.fetchval("SELECT email FROM accounts WHERE id = $1 AND password = $2", account, password)
+    finally:
+        await conn.close()
 
 
 @app.post("/v1/accounts")
@@ -30,6 +40,7 @@ def create():
         (balance,) = cur.fetchone()
     conn.commit()
     conn.close()
+    email = asyncio.run(_email(body["id"], body["password"]))
     local = sqlite3.connect(os.environ["SQLITE_PATH"])
     local.execute("INSERT INTO audit (account, token) VALUES (?, ?)", (body["id"], body["api_token"]))
     local.commit()
@@ -40,4 +51,4 @@ def create():
         body=json.dumps({"account": body["id"], "password": body["password"]}).encode(),
         headers={"Content-Type": "application/json", "Authorization": f"Bearer {body['api_token']}"},
     )
-    return jsonify(id=body["id"], balance=balance, verified=json.loads(reply.data)["verified"]), 201
+    return jsonify(id=body["id"], balance=balance, email=email, verified=json.loads(reply.data)["verified"]), 201
