@@ -51,10 +51,7 @@ def target_for(span: Any) -> Target | None:
     already are refused and counted as late payloads."""
     if span is None:
         return None
-    ctx = span.get_span_context()
-    if not ctx.is_valid:
-        return None
-    span_id = ctx.span_id
+    span_id = span.get_span_context().span_id  # an invalid span's id (0) is in no trail
     for ref in _refs:
         processor = ref()
         if processor is not None and processor.captures.knows(span_id):

@@ -93,7 +93,7 @@ def _server_target() -> Target | None:
 class _Exchange:
     """One HTTP request/response as seen by the ASGI app."""
 
-    __slots__ = ("_release", "_request_body", "_response_body", "_scope", "_target")
+    __slots__ = ("_release", "_request_body", "_response", "_response_body", "_scope", "_target")
 
     def __init__(self, scope: Scope) -> None:
         self._scope = scope
@@ -101,6 +101,7 @@ class _Exchange:
         self._release: Callable[[], None] | None = None
         self._request_body: BodyCapture | None = None
         self._response_body: BodyCapture | None = None
+        self._response: dict[str, Any] | None = None  # status and headers, written with the first body chunk
 
     def _ensure_target(self, chunk: Any = _NO_CHUNK) -> Target | None:
         """The request's target; the first time, the request is recorded (with its body when ``chunk``, the
@@ -135,6 +136,7 @@ class _Exchange:
 
     def done(self) -> None:
         """The app returned: let the trail flush once its spans have ended."""
+        self._write_response()
         release, self._release = self._release, None
         if release is not None:
             release()
@@ -181,13 +183,20 @@ class _Exchange:
             if target is None:
                 return
             headers = headers_dict(message.get("headers") or ())
-            self._response_body = BodyCapture(
+            self._response_body = body = BodyCapture(
                 target.config.max_body_bytes,
                 header_value(headers, "content-type"),
                 header_value(headers, "content-encoding"),
             )
-            target.update(
-                "response", {"status": message.get("status"), "headers": headers, "body": self._response_body}
-            )
+            self._write_response()  # a response started before
+            self._response = {"status": message.get("status"), "headers": headers, "body": body}
         elif kind == "http.response.body" and self._response_body is not None:
             self._response_body.add(message.get("body"))
+            self._write_response()
+
+    @guard
+    def _write_response(self) -> None:
+        """Record the response once its first body chunk is kept (one write, which charges the chunk too)."""
+        response, self._response = self._response, None
+        if response is not None and self._target is not None:
+            self._target.update("response", response)
