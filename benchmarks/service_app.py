@@ -23,8 +23,6 @@ from typing import Any
 
 SETUPS = ("none", "otel", "gotrails")
 _FRAMEWORK_INSTRUMENTORS = {"fastapi": "fastapi", "flask": "flask"}
-# Supported libraries gotrails would instrument that this service does not use.
-_UNUSED = ("grpc_client", "grpc_server", "grpc_aio_client", "kafka")
 
 CUSTOMERS = 100
 _SELECT_CUSTOMER = "SELECT id, name, email, tier FROM customers WHERE id = :id"
@@ -65,14 +63,17 @@ def setup_telemetry(framework: str) -> str:
     provider.add_span_processor(BatchSpanProcessor(_null_exporter()))
     trace.set_tracer_provider(provider)
     libraries = (_FRAMEWORK_INSTRUMENTORS[framework], "sqlalchemy", "redis", "httpx")
+    from gotrails_otel.hooks import LIBRARIES
+
     if setup == "gotrails":
         import gotrails_otel
 
-        others = [name for name in _FRAMEWORK_INSTRUMENTORS.values() if name != framework]
-        os.environ["OTEL_PYTHON_DISABLED_INSTRUMENTATIONS"] = ",".join([*others, *_UNUSED])
+        # Exactly the instrumentations of the ``otel`` setup: every other library gotrails supports is disabled
+        # (sqlite3 among them, which would add a DB-API span under each SQLAlchemy statement).
+        others = [library.name for library in LIBRARIES if library.name not in libraries]
+        os.environ["OTEL_PYTHON_DISABLED_INSTRUMENTATIONS"] = ",".join(others)
         gotrails_otel.instrument(provider)
         return setup
-    from gotrails_otel.hooks import LIBRARIES
 
     for library in LIBRARIES:
         if library.name in libraries:
