@@ -42,6 +42,10 @@ async def big(request: Request) -> Response:
     return PlainTextResponse("x" * 10_000)
 
 
+async def moved(request: Request) -> Response:
+    return Response(status_code=307, headers={"location": "/v2/charge"})
+
+
 @pytest.fixture(scope="module")
 def upstream() -> Iterator[ThreadServer]:
     app = Starlette(
@@ -49,6 +53,7 @@ def upstream() -> Iterator[ThreadServer]:
             Route("/v2/charge", charge, methods=["POST"]),
             Route("/stream", stream),
             Route("/big", big),
+            Route("/moved", moved, methods=["POST"]),
         ]
     )
     server = ThreadServer(app, "asgi")
@@ -93,6 +98,27 @@ def test_sync_client_request_and_response(make_harness: Any, upstream: ThreadSer
     assert call["response"]["body"] == {"transaction_id": "trx-456", "order_id": "ord-789"}
     assert call["error"] is None
     assert "s3cr3t-token" not in str(trail)
+
+
+@pytest.mark.service
+def test_each_redirect_hop_has_the_headers_it_sent(
+    harness: TrailHarness, upstream: ThreadServer, instrumented: str
+) -> None:
+    with _root(harness), httpx.Client(follow_redirects=True) as client:
+        response = client.post(
+            f"{upstream.url}/moved",
+            json={"order_id": "ord-9"},
+            headers={"Authorization": "Bearer s3cr3t-hop", "X-Request-ID": "req-9"},
+        )
+        assert response.status_code == 201 and len(response.history) == 1
+    trail = harness.one()
+    hops = trail["integrations"]
+    assert [hop["response"]["status"] for hop in hops] == [307, 201]
+    for hop in hops:
+        assert hop["request"]["headers"]["x-request-id"] == ["req-9"]
+        assert hop["request"]["headers"]["authorization"] == ["***"]
+    assert hops[1]["response"]["body"] == {"transaction_id": "trx-456", "order_id": "ord-9"}
+    assert "s3cr3t-hop" not in str(trail)
 
 
 @pytest.mark.service

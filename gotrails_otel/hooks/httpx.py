@@ -138,6 +138,10 @@ def _after_send(request: Any, response: Any, streamed: bool) -> None:
             if sent is not None:
                 sent.update("request", {"headers": headers_dict(request.headers.raw)})
             return
+        for hop in getattr(response, "history", None) or ():  # redirects: each hop's request as it was sent
+            sent = (getattr(hop.request, "extensions", None) or {}).get(_EXT_TARGET)
+            if sent is not None:
+                sent.update("request", {"headers": headers_dict(hop.request.headers.raw)})
         final = getattr(response.request, "extensions", None) or {}
         target: Target | None = final.get(_EXT_TARGET)
         if target is None:
