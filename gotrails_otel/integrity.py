@@ -22,6 +22,7 @@ import hmac
 import logging
 import math
 import os
+import re
 import secrets
 import threading
 import time
@@ -64,11 +65,13 @@ _MAX_LOST_RANGES = 1000
 # writes differently — an integral float (orjson ``1.0``, ``-0.0``; ECMAScript ``1``, ``0``), an exponent (orjson
 # ``1e+16``, ``1e-6``; ECMAScript ``10000000000000000``, ``0.000001``), an integer beyond 2**53 (not an IEEE double)
 # — or a key outside the Basic Multilingual Plane (RFC 8785 sorts keys by UTF-16 code units, orjson by code
-# points; the two orders differ only there). Those are found with substring searches that run at memory speed,
-# on the bytes (``.0`` before ``,``, ``]`` or ``}``) and on a class map of them (digit, ``e``, sign, the ``:``, ``,``
-# or ``[`` a number follows in compact JSON, 4-byte UTF-8 lead, other): a digit before ``e+``/``e-``, a number of 16
-# digits or more, any 4-byte UTF-8 sequence. Look-alikes inside strings only send a document to the (slower)
-# reference implementation.
+# points; the two orders differ only there). Candidates are found with substring searches that run at memory
+# speed, on the bytes (``.0`` before ``,``, ``]`` or ``}``) and on a class map of them (digit, ``e``, sign, the
+# ``:``, ``,`` or ``[`` a number follows in compact JSON, 4-byte UTF-8 lead, other): a digit before ``e+``/``e-``,
+# a number of 16 digits or more, any 4-byte UTF-8 sequence. Each candidate is then looked at where it is: a number
+# in compact JSON starts right after ``:``, ``,`` or ``[`` (a hex id such as a UUID's ``…9b0e-2a6f…`` is no
+# number), and a 4-byte sequence matters only inside a key (a string followed by ``:``). What is left — a
+# look-alike inside a string, or the real thing — sends the document to the (slower) reference implementation.
 _CLASSES = bytearray(b"x" * 256)
 for _byte in b"0123456789":
     _CLASSES[_byte] = ord("0")
@@ -79,10 +82,14 @@ for _byte in b":,[":
 for _byte in range(0xF0, 0xF5):
     _CLASSES[_byte] = ord("!")
 _CLASS_MAP = bytes(_CLASSES)
-_SUSPECT_CLASSES = (b"0e+", b"b" + b"0" * 16, b"b+" + b"0" * 16, b"!")
+_LONG_INTEGERS = (b"b" + b"0" * 16, b"b+" + b"0" * 16)
 _ENDS = bytearray(range(256))
 _ENDS[ord("]")] = _ENDS[ord("}")] = ord(",")
 _END_MAP = bytes(_ENDS)  # every end of a value as ``,``: one search finds ``.0`` before any of them
+_NUMBER_CHARS = frozenset(b"0123456789.")
+_NUMBER_AFTER = frozenset(b":,[")
+_MINUS = ord("-")
+_STRING_REST = re.compile(rb'[^"\\]*(?:\\.[^"\\]*)*"(:?)')  # from inside a string to its end (and a ``:``)
 _SORTED = orjson.OPT_SORT_KEYS
 
 
@@ -98,14 +105,48 @@ def canonical(value: Any) -> bytes:
             data = orjson.dumps(value, option=_SORTED)
         except orjson.JSONEncodeError:  # e.g. a string that is not valid Unicode: the reference says why
             return _reference(value)
-        classes = data.translate(_CLASS_MAP)
-        for suspect in _SUSPECT_CLASSES:
-            if suspect in classes:
-                return _reference(value)
-        if b".0," in data.translate(_END_MAP):
+        if _differs(data):
             return _reference(value)
         return data
     return _reference(value)
+
+
+def _differs(data: bytes) -> bool:
+    """Whether orjson's key-sorted compact ``data`` may differ from RFC 8785's (see the comment above)."""
+    classes = data.translate(_CLASS_MAP)
+    if _LONG_INTEGERS[0] in classes or _LONG_INTEGERS[1] in classes:
+        return True
+    find = classes.find
+    at = find(b"0e+")
+    while at >= 0:
+        if _in_number(data, at):
+            return True
+        at = find(b"0e+", at + 3)
+    ends = data.translate(_END_MAP)
+    at = ends.find(b".0,")
+    while at >= 0:
+        if _in_number(data, at - 1):
+            return True
+        at = ends.find(b".0,", at + 3)
+    at = find(b"!")
+    while at >= 0:
+        rest = _STRING_REST.match(data, at)
+        if rest is None or rest.group(1):
+            return True  # inside a key
+        at = find(b"!", rest.end())
+    return False
+
+
+def _in_number(data: bytes, at: int) -> bool:
+    """Whether ``data[at]`` (a digit, or the start of the data) belongs to a number token of compact JSON: the
+    digits and dots before it, maybe a minus, follow ``:``, ``,`` or ``[``."""
+    if at < 0 or data[at] not in _NUMBER_CHARS:
+        return False
+    while at > 0 and data[at - 1] in _NUMBER_CHARS:
+        at -= 1
+    if at > 0 and data[at - 1] == _MINUS:
+        at -= 1
+    return at > 0 and data[at - 1] in _NUMBER_AFTER
 
 
 def _reference(value: Any) -> bytes:
