@@ -590,6 +590,9 @@ class FlushWorker:
             service_name=config.service_name,
             environment=config.environment,
             http_names=config.http_names,
+            # The policy's one walk converts the captured payloads as it masks and limits them; a custom field rule
+            # sees every value converted already, as it always has.
+            raw=self.policy.field_rule is None,
         )
 
     def _fold(self, trail: Trail, data: FoldInput) -> dict[str, Any]:

@@ -28,6 +28,7 @@ from __future__ import annotations
 import base64
 import binascii
 import logging
+import math
 import re
 import threading
 import unicodedata
@@ -39,7 +40,7 @@ from urllib.parse import unquote_plus
 import orjson
 
 from . import maskrules
-from ._json import dumps
+from ._json import PLAIN, dumps, json_safe, key_text, to_plain
 from .maskrules import CLIENT_IP_HEADERS, CUT_MARK, CUT_URL, DETECTORS, DRIVER_DUMPS, EXEMPT_KEYS, luhn_valid
 from .sqlmask import SqlMask, analyse, mask_literals
 from .urls import ENCODED, mask_encoded, mask_query, mask_url, mask_urls_in_text
@@ -143,6 +144,8 @@ _QUOTES = frozenset({'"', "'", "\\"})
 _GRAPHQL_BINDING = re.compile(r"(?<!\w)(?P<argument>[A-Za-z_]\w*)\s*:\s*\$(?P<variable>[A-Za-z_]\w*)")
 _CARD_INT_MIN = 10**12  # the smallest 13-digit number
 _CARD_INT_MAX = 10**19
+_INT_MIN = -(2**63)
+_INT_MAX = 2**64
 _REDACTED = "\x00"  # prefix of the redaction counts inside the walk's one counter dict
 _KEY_MASKED = _REDACTED + "key"
 _SECRET_COMMANDS = frozenset({"AUTH"})
@@ -688,7 +691,15 @@ class Policy:
 
     def _walk(self, value: Any, path: tuple[str, ...], depth: int, counts: dict[str, int], entry: bool = False) -> Any:
         """Mask and limit one value. ``path`` is extended only when a field rule needs it; ``entry`` marks a step
-        or integration, whose ids are left as they are."""
+        or integration, whose ids are left as they are.
+
+        Values of other types than JSON's own (captured bodies not decoded yet, tuples, bytes, mappings, subclasses
+        of ``str`` …) are converted here, node by node as the walk meets them, as :func:`~._json.json_safe` converts
+        them: so a raw fold's payloads are converted, masked and limited in one pass."""
+        kind = type(value)
+        if kind not in PLAIN:
+            value, depth = to_plain(value, depth)
+            kind = type(value)
         rule = self.field_rule
         if rule is not None and path:
             try:
@@ -696,7 +707,10 @@ class Policy:
             except Exception:  # a failing custom rule masks the field: fail closed, never leak
                 _log.debug("gotrails: field rule failed on %s; masked", ".".join(path), exc_info=True)
                 return MASK
-        kind = type(value)
+            kind = type(value)
+            if kind not in PLAIN:
+                value, depth = to_plain(value, depth)
+                kind = type(value)
         if kind is str:
             return self._string(value, counts)
         if kind is dict:
@@ -705,6 +719,9 @@ class Policy:
                 return "[gotrails: nested too deep]"
             result: dict[str, Any] = {}
             query = value.get("query")
+            if query is not None and ("args" in value or "variables" in value):
+                value = _statement_plain(value)  # read before it is walked: as JSON types
+                query = value.get("query")
             if type(query) is str and ("args" in value or isinstance(value.get("variables"), dict)):
                 # A SQL statement and its arguments, or a GraphQL document and its variables: masked by binding.
                 value = dict(self._mask_sql(value, counts) if "args" in value else self._mask_graphql(value, counts))
@@ -723,11 +740,16 @@ class Policy:
             for key, item in items:
                 sensitive = known(key)
                 if sensitive is None:
+                    if type(key) is not str:
+                        key = key_text(key)
                     sensitive, shown = self._key(key, counts)
                     if shown is not key:  # the key itself holds a secret (a card number, a token, a URL …)
                         key = _unique_key(result, shown)
                 item_kind = type(item)
                 if sensitive:
+                    if item_kind not in PLAIN:  # masked as what it converts to (a list keeps its length)
+                        item = to_plain(item, depth - 1)[0]
+                        item_kind = type(item)
                     if item is None or item_kind is bool:
                         result[key] = item  # null and true/false say nothing
                     else:
@@ -763,6 +785,10 @@ class Policy:
                 walked.append({"$more_items": len(value) - self.max_items})
                 _count(counts, "items", len(value) - self.max_items)
             return walked
+        if kind is int and not _INT_MIN <= value < _INT_MAX:
+            return self._string(str(value), counts)  # outside 64 bits (OTLP and orjson limits): as text
+        if kind is float and not math.isfinite(value):
+            return str(value)
         if (kind is int or kind is float) and _CARD_INT_MIN <= abs(value) < _CARD_INT_MAX and "card" in self.patterns:
             if kind is float and not value.is_integer():
                 return value
@@ -1099,6 +1125,15 @@ class Policy:
 
 
 _DRIVER_REGEXES = tuple((dump, re.compile(dump.pattern)) for dump in DRIVER_DUMPS)
+
+
+def _statement_plain(value: dict[str, Any]) -> dict[str, Any]:
+    """A statement's or GraphQL document's ``query``, ``args`` and ``variables`` as JSON types (a raw fold leaves
+    captured values as they were captured; the statement and its arguments are read together before the walk)."""
+    converted: dict[str, Any] = {k: json_safe(value[k]) for k in ("query", "args", "variables") if k in value}
+    if all(converted[k] is value[k] for k in converted):
+        return value
+    return {**value, **converted}
 
 
 def _payload_owners(trail: dict[str, Any]) -> Iterable[dict[str, Any]]:
