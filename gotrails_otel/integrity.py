@@ -27,7 +27,7 @@ import secrets
 import threading
 import time
 import weakref
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
@@ -91,6 +91,7 @@ _NUMBER_AFTER = frozenset(b":,[")
 _MINUS = ord("-")
 _STRING_REST = re.compile(rb'[^"\\]*(?:\\.[^"\\]*)*"(:?)')  # from inside a string to its end (and a ``:``)
 _SORTED = orjson.OPT_SORT_KEYS
+_HASH_MEMBER = len('"hash":"",') + 64  # what the hash adds to a stamped trail's bytes
 
 
 def canonical(value: Any) -> bytes:
@@ -309,7 +310,7 @@ class Chain:
 
     # ------------------------------------------------------------------------------------------- trails
 
-    def stamp(self, trail: dict[str, Any]) -> bytes:
+    def stamp(self, trail: dict[str, Any], fit: Callable[[dict[str, Any], int], bool] | None = None) -> bytes:
         """Add the ``integrity`` block to ``trail`` (in place) as the chain's next link; return the trail's bytes.
 
         The bytes are the RFC 8785 canonical JSON that was hashed with the ``hash`` member inserted in its sorted
@@ -318,6 +319,11 @@ class Chain:
         trails reach the exporters. Integers outside ±(2**53 - 1) in the trail become strings (see
         :func:`safe_integers`). Raises when the trail cannot be written as canonical JSON (the chain is then left
         unchanged and the trail without its block).
+
+        ``fit(trail, size)``, when given, sees the size the stamped trail will have and may shrink the trail (the
+        masking policy trims its largest payloads when it is too large: :meth:`Policy.fit
+        <gotrails_otel.redact.Policy.fit>`), returning ``True`` when it changed it; the trail is then serialised
+        again. So the one serialisation that is hashed and exported also measures the trail.
         """
         with self._lock:
             seq = self._seq + 1
@@ -332,6 +338,8 @@ class Chain:
                     data = canonical(trail)
                 except rfc8785.IntegerDomainError:
                     safe_integers(trail)
+                    data = canonical(trail)
+                if fit is not None and fit(trail, len(data) + _HASH_MEMBER):
                     data = canonical(trail)
             except Exception:
                 del trail["integrity"]

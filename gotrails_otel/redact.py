@@ -592,8 +592,11 @@ class Policy:
 
     # -------------------------------------------------------------------------------------- documents
 
-    def apply(self, trail: dict[str, Any]) -> dict[str, Any]:
+    def apply(self, trail: dict[str, Any], *, total: bool = True) -> dict[str, Any]:
         """Mask and limit ``trail`` in place (and return it).
+
+        With ``total=False`` the trail's total size is left to the caller, who serialises the trail anyway and then
+        calls :meth:`fit` with its size (the flush pipeline does, at the seal), so that no trail is serialised twice.
 
         Only what can hold payload is walked: the request, response, metadata and errors, and for each step and
         integration its name, request, response, metadata and error. Ids, timings and the trail's own structure
@@ -659,7 +662,8 @@ class Policy:
                 self._filter_headers(item.get("request"), counts)
                 self._filter_headers(item.get("response"), counts)
         self._incoming_ids(trail, counts)
-        self._limit_total(trail, counts)
+        if total:
+            self._limit_total(trail, counts)
         redacted = trail.setdefault("redacted", {})
         if counts:
             dropped = trail.setdefault("dropped", {})
@@ -780,7 +784,30 @@ class Policy:
             if depth <= 0:
                 _count(counts, "depth")
                 return "[gotrails: nested too deep]"
-            walked = [self._walk(item, path, depth - 1, counts) for item in value[: self.max_items]]
+            items = value if len(value) <= self.max_items else value[: self.max_items]
+            if rule is not None:
+                walked = [self._walk(item, path, depth - 1, counts) for item in items]
+            else:
+                # As in a dict: strings, small numbers, null and booleans are settled here, without a call.
+                walked = []
+                append = walked.append
+                clean = self._clean  # type: ignore[attr-defined]
+                max_string = self.max_string
+                for item in items:
+                    item_kind = type(item)
+                    if item_kind is str:
+                        if len(item) < 6 or (len(item) <= max_string and item in clean):
+                            append(item)
+                        else:
+                            append(self._string(item, counts))
+                    elif (
+                        item is None
+                        or item_kind is bool
+                        or ((item_kind is int or item_kind is float) and -_CARD_INT_MIN < item < _CARD_INT_MIN)
+                    ):
+                        append(item)
+                    else:
+                        append(self._walk(item, path, depth - 1, counts))
             if len(value) > self.max_items:
                 walked.append({"$more_items": len(value) - self.max_items})
                 _count(counts, "items", len(value) - self.max_items)
@@ -1103,8 +1130,23 @@ class Policy:
 
     # ----------------------------------------------------------------------------------- total size
 
-    def _limit_total(self, trail: dict[str, Any], counts: dict[str, int]) -> None:
-        size = len(dumps(trail))
+    def fit(self, trail: dict[str, Any], size: int) -> bool:
+        """Trim the largest payloads of a masked ``trail`` whose serialised ``size`` exceeds ``max_trail_bytes``, as
+        :meth:`apply` does, counting what it trims in ``trail["dropped"]``; ``True`` when it changed the trail."""
+        if size <= self.max_trail_bytes:
+            return False
+        counts: dict[str, int] = {}
+        self._limit_total(trail, counts, size)
+        if not counts:
+            return False
+        dropped = trail.setdefault("dropped", {})
+        for key, value in counts.items():
+            dropped[key] = dropped.get(key, 0) + value
+        return True
+
+    def _limit_total(self, trail: dict[str, Any], counts: dict[str, int], size: int | None = None) -> None:
+        if size is None:
+            size = len(dumps(trail))
         if size <= self.max_trail_bytes:
             return
         limit = self.max_trail_bytes - _RESERVE  # room for the counts added to "dropped" afterwards

@@ -220,3 +220,35 @@ def test_the_walk_masks_str_subclasses_tuples_and_bytes_as_text() -> None:
     )
     assert card not in orjson.dumps(trail).decode()
     assert trail["request"]["body"]["1"] == ["***"]
+
+
+# ------------------------------------------------------------------------------ the total size, at the seal
+
+
+@pytest.mark.parametrize("integrity", [True, False])
+def test_the_total_size_is_fitted_with_the_one_serialisation_of_the_seal(make_harness: Any, integrity: bool) -> None:
+    h = make_harness(max_trail_bytes=10_000, max_string_length=100_000, integrity=integrity)
+    inst = h.instrumented()
+    with inst.fastapi_request("POST", "/", "/", 200) as root:
+        store = h.processor.captures
+        store.update(root.get_span_context().span_id, "request", {"body": {"blob": "a" * 15_000, "pin": "1234"}})
+        store.update(root.get_span_context().span_id, "response", {"body": {"blob": "b" * 500}})
+    trail = h.one()
+    (line,) = [r for r in h.exporter.get_finished_records() if "integrity" in r or not integrity]
+    assert len(orjson.dumps(line)) <= 10_000
+    assert trail["request"]["body"] == {"$trimmed": {"size": len(orjson.dumps({"blob": "a" * 15_000, "pin": "***"}))}}
+    assert trail["response"]["body"] == {"blob": "b" * 500}
+    assert trail["dropped"]["trimmed_payloads"] == 1
+    assert trail["redacted"]["key"] == 1
+    assert ("integrity" in trail) is integrity
+    if integrity:
+        assert verify_records([line])
+
+
+def verify_records(records: list[Any]) -> bool:
+    """Whether the one stamped trail's hash covers it as exported (its canonical form without the hash)."""
+    trail = dict(records[0])
+    block = dict(trail["integrity"])
+    expected = block.pop("hash")
+    trail["integrity"] = block
+    return bool(integrity.digest(rfc8785.dumps(trail), None) == expected)
