@@ -65,27 +65,23 @@ _MAX_LOST_RANGES = 1000
 # writes differently — an integral float (orjson ``1.0``, ``-0.0``; ECMAScript ``1``, ``0``), an exponent (orjson
 # ``1e+16``, ``1e-6``; ECMAScript ``10000000000000000``, ``0.000001``), an integer beyond 2**53 (not an IEEE double)
 # — or a key outside the Basic Multilingual Plane (RFC 8785 sorts keys by UTF-16 code units, orjson by code
-# points; the two orders differ only there). Candidates are found with substring searches that run at memory
-# speed, on the bytes (``.0`` before ``,``, ``]`` or ``}``) and on a class map of them (digit, ``e``, sign, the
-# ``:``, ``,`` or ``[`` a number follows in compact JSON, 4-byte UTF-8 lead, other): a digit before ``e+``/``e-``,
-# a number of 16 digits or more, any 4-byte UTF-8 sequence. Each candidate is then looked at where it is: a number
-# in compact JSON starts right after ``:``, ``,`` or ``[`` (a hex id such as a UUID's ``…9b0e-2a6f…`` is no
-# number), and a 4-byte sequence matters only inside a key (a string followed by ``:``). What is left — a
-# look-alike inside a string, or the real thing — sends the document to the (slower) reference implementation.
+# points; the two orders differ only there). Candidates are found by searches that run in C: expressions that
+# start with a literal byte (``e`` then a sign, ``.0`` then ``,``, ``]`` or ``}``) on the bytes, and on a class
+# map of them (digit, 4-byte UTF-8 lead, other) a run of 16 digits and any 4-byte UTF-8 sequence. Each candidate is
+# then looked at where it is: a number in compact JSON starts right after ``:``, ``,`` or ``[`` (a hex id such as a
+# UUID's ``…9b0e-2a6f…`` is no number), and a 4-byte sequence matters only inside a key (a string followed by
+# ``:``). What is left — a look-alike inside a string, or the real thing — sends the document to the (slower)
+# reference implementation.
 _CLASSES = bytearray(b"x" * 256)
 for _byte in b"0123456789":
     _CLASSES[_byte] = ord("0")
-_CLASSES[ord("e")] = ord("e")
-_CLASSES[ord("+")] = _CLASSES[ord("-")] = ord("+")
-for _byte in b":,[":
-    _CLASSES[_byte] = ord("b")
 for _byte in range(0xF0, 0xF5):
     _CLASSES[_byte] = ord("!")
 _CLASS_MAP = bytes(_CLASSES)
-_LONG_INTEGERS = (b"b" + b"0" * 16, b"b+" + b"0" * 16)
-_ENDS = bytearray(range(256))
-_ENDS[ord("]")] = _ENDS[ord("}")] = ord(",")
-_END_MAP = bytes(_ENDS)  # every end of a value as ``,``: one search finds ``.0`` before any of them
+_LONG_RUN = b"0" * 16
+_ZERO = ord("0")
+_EXPONENT = re.compile(rb"e[+-]")  # orjson writes every exponent with its sign
+_INTEGRAL = re.compile(rb"\.0[,\]}]")
 _NUMBER_CHARS = frozenset(b"0123456789.")
 _NUMBER_AFTER = frozenset(b":,[")
 _MINUS = ord("-")
@@ -114,21 +110,25 @@ def canonical(value: Any) -> bytes:
 
 def _differs(data: bytes) -> bool:
     """Whether orjson's key-sorted compact ``data`` may differ from RFC 8785's (see the comment above)."""
+    for candidate in _EXPONENT.finditer(data):
+        if _in_number(data, candidate.start() - 1):
+            return True
+    for candidate in _INTEGRAL.finditer(data):
+        if _in_number(data, candidate.start() - 1):
+            return True
     classes = data.translate(_CLASS_MAP)
-    if _LONG_INTEGERS[0] in classes or _LONG_INTEGERS[1] in classes:
-        return True
     find = classes.find
-    at = find(b"0e+")
-    while at >= 0:
-        if _in_number(data, at):
+    at = find(_LONG_RUN)
+    while at >= 0:  # an integer of 16 digits or more (not the fraction of a float: an IEEE double as it is)
+        before = data[at - 1] if at > 0 else 0
+        if before == _MINUS and at > 1:
+            before = data[at - 2]
+        if before in _NUMBER_AFTER:
             return True
-        at = find(b"0e+", at + 3)
-    ends = data.translate(_END_MAP)
-    at = ends.find(b".0,")
-    while at >= 0:
-        if _in_number(data, at - 1):
-            return True
-        at = ends.find(b".0,", at + 3)
+        end = at + len(_LONG_RUN)
+        while end < len(classes) and classes[end] == _ZERO:
+            end += 1
+        at = find(_LONG_RUN, end)
     at = find(b"!")
     while at >= 0:
         rest = _STRING_REST.match(data, at)

@@ -239,6 +239,8 @@ class Policy:
         words = frozenset(maskrules.WORD_KEYS) | {k for k in self.keys if len(k) < 4 and k not in substring}
         exact = frozenset(maskrules.EXACT_KEYS)
         object.__setattr__(self, "_substring", tuple(sorted(k for k in self.keys if k not in words | exact)))
+        # Every substring key at once, as one expression (a trie): one search instead of one per key.
+        object.__setattr__(self, "_substring_search", _substring_search(self._substring))  # type: ignore[attr-defined]
         object.__setattr__(self, "_words", frozenset(k for k in self.keys if k in words))
         object.__setattr__(self, "_exact", frozenset(k for k in self.keys if k in exact or k in words))
         object.__setattr__(self, "_exempt", frozenset(EXEMPT_KEYS) - self.keys)
@@ -266,8 +268,9 @@ class Policy:
         found = cache.get(key)
         if found is None:
             found = self._classify(key)
-            if len(cache) < 8192:
-                cache[key] = found
+            if len(cache) >= _KEY_CACHE_SIZE:  # bounded; keys that repeat come back at once
+                cache.clear()
+            cache[key] = found
         return found
 
     def _classify(self, key: str) -> bool:
@@ -278,7 +281,7 @@ class Policy:
         norm = normalise_key(key)
         if norm in self._exempt:  # type: ignore[attr-defined]
             return False
-        if norm in self._exact or any(k in norm for k in self._substring):  # type: ignore[attr-defined]
+        if norm in self._exact or self._substring_search(norm):  # type: ignore[attr-defined]
             return True
         words: frozenset[str] = self._words  # type: ignore[attr-defined]
         return any(word in words for word in maskrules.key_words(key))
@@ -1371,6 +1374,15 @@ def _gate(hints: set[str]) -> re.Pattern[str] | None:
             node = node.setdefault(char, {})
         node[""] = {}
     return re.compile(_trie(root))
+
+
+def _substring_search(keys: tuple[str, ...]) -> Callable[[str], bool]:
+    """Whether a normalised key contains any of ``keys``."""
+    expression = _gate(set(keys))
+    if expression is None:
+        return lambda norm: False
+    search = expression.search
+    return lambda norm: search(norm) is not None
 
 
 def _trie(node: dict[str, Any]) -> str:

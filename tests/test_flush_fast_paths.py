@@ -252,3 +252,27 @@ def verify_records(records: list[Any]) -> bool:
     expected = block.pop("hash")
     trail["integrity"] = block
     return bool(integrity.digest(rfc8785.dumps(trail), None) == expected)
+
+
+@given(st.text(max_size=30) | st.sampled_from(["x-api-key", "PassWord", "userPin", "card_no", "sessionid", "tokens"]))
+@settings(max_examples=500, deadline=None)
+def test_one_search_finds_a_sensitive_substring_as_each_search_would(key: str) -> None:
+    policy = Policy(keys=Policy().keys | {"tenantsecret", "ab"})
+    norm = key.lower()
+    substrings: tuple[str, ...] = policy._substring  # type: ignore[attr-defined]
+    assert policy._substring_search(norm) == any(k in norm for k in substrings)  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(
+    "document",
+    [
+        {"sum": 0.30000000000000004, "lat": -6.175392041015625, "text": "1234567890123456789"},
+        {"ids": ["a-1234567890123456789", "9b0e-2a6f"], "n": 123456789012345},
+    ],
+)
+def test_canonical_keeps_long_fractions_and_digit_strings_on_the_fast_path(
+    document: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    expected = rfc8785.dumps(document)
+    monkeypatch.setattr(integrity, "_reference", lambda value: pytest.fail("the reference implementation was used"))
+    assert canonical(document) == expected
