@@ -22,6 +22,7 @@ from opentelemetry.trace import SpanKind, StatusCode
 from . import semconv as sc
 from ._json import PLAIN, json_safe
 from .ids import span_id_hex, trace_id_hex, valid_request_id
+from .records import SpanRecord
 
 __all__ = ["TRAIL_VERSION", "FoldInput", "fold"]
 
@@ -587,7 +588,12 @@ def _span_error(
     return error
 
 
+_RECORD: type = SpanRecord
+
+
 def _has_events(span: ReadableSpan) -> bool:
+    if type(span) is _RECORD:  # the processor's records (no getattr that fails and raises inside)
+        return bool(span.events)
     # ``ReadableSpan.events`` copies the SDK's list under a lock; its length alone is enough here.
     events = getattr(span, "_events", None)
     return bool(len(events)) if events is not None else bool(span.events)
