@@ -19,6 +19,27 @@ if TYPE_CHECKING:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``gotrails-otel`` command line; returns the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command == "verify":
+        return _verify(args)
+    if args.command == "schema":
+        sys.stdout.write(json.dumps(trail_schema(), indent=2) + "\n")
+        return 0
+    if args.command == "view":
+        from .view import run as run_view
+
+        return run_view(args)
+    if args.command == "demo":
+        from .demo.run import main as run_demo
+
+        return run_demo(args.output)
+    parser.print_help()
+    return 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``gotrails-otel`` argument parser: the commands ``schema``, ``demo``, ``verify`` and ``view``."""
     parser = argparse.ArgumentParser(prog="gotrails-otel", description="Audit trails from OpenTelemetry spans.")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -39,22 +60,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "Lines that are not trails are reported on stderr and skipped.",
         )
     )
-    args = parser.parse_args(argv)
-    if args.command == "verify":
-        return _verify(args)
-    if args.command == "schema":
-        sys.stdout.write(json.dumps(trail_schema(), indent=2) + "\n")
-        return 0
-    if args.command == "view":
-        from .view import run as run_view
-
-        return run_view(args)
-    if args.command == "demo":
-        from .demo.run import main as run_demo
-
-        return run_demo(args.output)
-    parser.print_help()
-    return 2
+    return parser
 
 
 _KEY_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")

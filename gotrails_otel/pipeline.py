@@ -414,6 +414,22 @@ class FlushWorker:
         """With the buffer's lock held: flushed trails not sealed yet (queued, or in the batch in hand)."""
         return len(self.buffer.ready) + len(self._batch)
 
+    def abandon_unsealed(self) -> int:
+        """Give up the flushed trails not sealed yet (shutdown's deadline passed): count them, once, as
+        ``trails.unsealed_at_shutdown`` and free them. The trail the thread holds, if any, is not among them: it
+        is sealed and queued, or counted where the closed queue refuses it."""
+        buffer = self.buffer
+        with buffer.lock:
+            left = buffer.take_ready()
+            left.extend(self._batch)
+            self._batch.clear()
+            for trail in left:
+                buffer.seal(trail)  # its bytes leave the budget
+        if left:
+            self.counters.dropped("trails", "unsealed_at_shutdown", len(left))
+            _log.error("gotrails: %d trail(s) were not sealed before the shutdown timeout", len(left))
+        return len(left)
+
     def ensure_started(self) -> bool:
         """With the buffer's lock held: start the flush thread once; ``False`` when no thread can start (the
         interpreter is exiting: :meth:`stop` then seals what is left on the calling thread)."""
@@ -455,8 +471,13 @@ class FlushWorker:
                 while batch:
                     if self._stopping and time.monotonic() >= self._stop_deadline:
                         self.exports.put(sealed)
-                        return  # shutdown gave up waiting: what is left is counted there
-                    trail = self._process(batch.popleft())
+                        self.abandon_unsealed()  # shutdown gave up waiting: what is left is counted, once
+                        return
+                    try:
+                        taken = batch.popleft()
+                    except IndexError:  # shutdown abandoned the rest meanwhile (and counted it)
+                        break
+                    trail = self._process(taken)
                     if trail is not None:
                         sealed.append(trail)
                     if self._records:  # records the stages emitted go out right after the trail they came with

@@ -293,12 +293,8 @@ class TrailProcessor(SpanProcessor):
         timeout = (timeout_millis if timeout_millis is not None else self.config.shutdown_timeout_ms) / 1000.0
         deadline = time.monotonic() + timeout
         try:
-            if not self._worker.stop(deadline):
-                with buffer.lock:
-                    unsealed = self._worker.unsealed()
-                if unsealed:
-                    self._counters.dropped("trails", "unsealed_at_shutdown", unsealed)
-                    _log.error("gotrails: %d trail(s) were not sealed before the shutdown timeout", unsealed)
+            if not self._worker.stop(deadline):  # still busy (a slow stage): what it has not taken is given up
+                self._worker.abandon_unsealed()
             if self._exports.drain(deadline):
                 self._worker.final_checkpoint()  # after the exports: it lists the trails that did not make it
                 self._exports.drain(deadline)

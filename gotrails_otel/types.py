@@ -40,7 +40,8 @@ IntegrationType = Literal["http", "kafka", "database", "cache", "grpc", "custom"
 Status = Literal["ok", "error"]
 """Whether the request (``status``) or a step failed."""
 FlushReason = Literal["complete", "grace_expired", "max_age", "capacity", "memory", "shutdown"]
-"""Why the trail was flushed when it was: ``flush_reason``."""
+"""Why the trail was flushed when it was: ``flush_reason`` (the values of the enum :class:`gotrails_otel.FlushReason`,
+as they appear in the JSON)."""
 
 
 class EntryPayload(TypedDict, total=False):

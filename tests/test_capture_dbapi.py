@@ -218,6 +218,23 @@ def test_sqlite3(harness: TrailHarness, instrumented: str, tmp_path: Path) -> No
     _no_secrets(trail)
 
 
+def test_sqlite3_connection_shortcuts(harness: TrailHarness, instrumented: str, tmp_path: Path) -> None:
+    # conn.execute/executemany make their cursor inside the C module, where the instrumentation does not see it
+    with _root(harness), sqlite3.connect(tmp_path / "shortcuts.db") as conn:
+        conn.execute(SCHEMA)
+        conn.execute("INSERT INTO accounts (id, email, password, card, balance) VALUES (?, ?, ?, ?, ?)", _ROW)
+        conn.executemany("INSERT INTO accounts (id, email, password, card, balance) VALUES (?, ?, ?, ?, ?)", _MORE)
+        rows = conn.execute("SELECT id FROM accounts WHERE balance > ? ORDER BY id", (1,)).fetchall()
+        assert rows == [("acc-1",), ("acc-3",)]
+    create, insert, many, select = _db(harness.one())
+    assert create["name"] == "sqlite.accounts.create"
+    assert insert["request"]["args"] == ["acc-1", "a@example.com", "***", "***", 100]
+    assert insert["response"] == {"rows_affected": 1}
+    assert many["request"]["executemany"] is True and many["response"] == {"rows_affected": 2}
+    assert select["request"]["args"] == [1]
+    _no_secrets(harness.one())
+
+
 @pytest.mark.service
 @pytest.mark.parametrize("backend", ["postgres", "sqlite"])
 def test_no_second_integration_under_sqlalchemy(

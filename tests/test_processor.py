@@ -779,3 +779,28 @@ def test_pipeline_stages_run_between_the_policy_and_the_seal(harness: TrailHarne
     assert seen == ["/keep", "/none", "/boom"]
     stats = harness.processor.stats()
     assert stats["trails.sampled_out"] == 1 and stats["trails.stamp"] == 1 and stats["failures.stage"] == 1
+
+
+def test_trails_left_unsealed_when_shutdown_gives_up_are_counted(make_harness: Any) -> None:
+    # A slow stage keeps the flush thread busy past the shutdown deadline: the thread stops at the deadline, and
+    # every trail it did not seal is counted, so sealed + unsealed is every request.
+    h = make_harness(grace_ms=0, integrity=False)  # no checkpoint records among the counts
+
+    def slow(document: dict[str, Any]) -> dict[str, Any]:
+        time.sleep(0.05)
+        return document
+
+    h.processor.stages.append(slow)
+    for n in range(40):
+        with h.instrumented().fastapi_request("GET", f"/n/{n}", "/n/{n}", 200):
+            pass
+    h.processor.shutdown(timeout_millis=300)
+    thread = h.processor._worker._thread
+    if thread is not None:  # the trail in its hands when shutdown gave up: sealed into the closed queue, counted
+        thread.join(5)
+    stats = h.processor.stats()
+    exported = len(h.exporter.get_finished_trails())
+    unsealed = stats.get("trails.unsealed_at_shutdown", 0)
+    assert unsealed > 0, stats
+    late = stats.get("trails.unexported_at_shutdown", 0) + stats.get("trails.exporter_shut_down", 0)
+    assert exported + unsealed + late == 40, {k: v for k, v in stats.items() if v}

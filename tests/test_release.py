@@ -1,6 +1,7 @@
 """What a release ships: classifiers PyPI accepts, one set of project URLs, and a wheel and sdist that build, pass
 ``twine check --strict`` and, installed into a fresh virtual environment (not editable), run the commands users run
-first: ``gotrails-otel demo``, ``gotrails-otel view`` on the demo's output and ``gotrails-otel schema``."""
+first: ``gotrails-otel demo``, ``gotrails-otel view`` on the demo's output and ``gotrails-otel schema``, and the
+sdist's tests of the core against the installed package."""
 
 from __future__ import annotations
 
@@ -150,3 +151,37 @@ def test_the_built_wheel_runs_the_cli_from_a_fresh_virtual_environment(tmp_path:
 
     schema = _run([cli, "schema"], timeout=60, env=env, cwd=tmp_path)
     assert json.loads(schema.stdout) == trail_schema()
+
+    # The sdist's own tests against the installed wheel: the core, masking, public-API and verify suites (the
+    # service suites run against the checkout). Only tests/, pyproject.toml and README.md are unpacked, so nothing
+    # but the installed package can be imported.
+    _run([python, "-m", "pip", "install", "-q", "-c", constraints, f"{wheel}[test]"], timeout=900)
+    suite = tmp_path / "suite"
+    with tarfile.open(sdist) as archive:
+        for member in archive.getmembers():
+            inner = member.name.split("/", 1)[1] if "/" in member.name else ""
+            if member.isfile() and (inner.startswith("tests/") or inner in ("pyproject.toml", "README.md")):
+                target = suite / inner
+                target.parent.mkdir(parents=True, exist_ok=True)
+                source = archive.extractfile(member)
+                assert source is not None
+                target.write_bytes(source.read())
+    selected = [f"tests/{name}.py" for name in _WHEEL_SUITES]
+    code = "import gotrails_otel, pytest, sys; print(gotrails_otel.__file__); sys.exit(pytest.main(sys.argv[1:]))"
+    result = _run(
+        [python, "-c", code, "-q", "-p", "no:cacheprovider", "-p", "no:randomly", *selected],
+        timeout=900,
+        env=env,
+        cwd=suite,
+    )
+    assert Path(result.stdout.splitlines()[0]).is_relative_to(env_dir), result.stdout[:500]
+    assert re.search(r"\b\d+ passed\b", result.stdout) and " failed" not in result.stdout, result.stdout[-3000:]
+
+
+_WHEEL_SUITES = (
+    "test_processor",
+    "test_redact",
+    "test_public_api",
+    "test_verify",
+    "test_types",
+)

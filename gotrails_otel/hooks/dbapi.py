@@ -14,18 +14,24 @@ SQLAlchemy one (the driver's span is its child and is left out at fold).
 
 from __future__ import annotations
 
+import logging
+import sqlite3
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
+from .._safelog import log_failure
 from ..capture import Target, current_target, guard
 from . import _wrap
 from .sqlalchemy import _request
 
 __all__ = ["install", "instrumentor_kwargs", "uninstall"]
 
+_log = logging.getLogger("gotrails_otel")
+
 _MODULE = "opentelemetry.instrumentation.dbapi"
 _SYNC = "CursorTracer.traced_execution"
 _ASYNC = "CursorTracer.traced_execution_async"
+_PROXY = "get_traced_connection_proxy"
 
 
 def instrumentor_kwargs() -> dict[str, Any]:
@@ -38,6 +44,7 @@ def install() -> bool:
     """Wrap the shared DB-API cursor tracer; ``False`` when ``opentelemetry-instrumentation-dbapi`` is absent."""
     ok = _wrap.wrap(_MODULE, _SYNC, _traced_execution)
     _wrap.wrap(_MODULE, _ASYNC, _traced_execution_async)
+    _wrap.wrap(_MODULE, _PROXY, _traced_connection_proxy)
     return ok
 
 
@@ -45,6 +52,46 @@ def uninstall() -> None:
     """Remove the wrappers."""
     _wrap.unwrap(_MODULE, _SYNC)
     _wrap.unwrap(_MODULE, _ASYNC)
+    _wrap.unwrap(_MODULE, _PROXY)
+
+
+# sqlite3's connections have shortcuts — ``execute``, ``executemany`` — that make a cursor inside the C module, out
+# of the instrumentation's reach (opentelemetry-python-contrib#3082): ``conn.execute(...)``, the most common way to
+# use sqlite3, made no span and so no integration. The traced connection proxy of a sqlite3 connection gets the two
+# shortcuts, each through the proxy's own traced ``cursor()``, returning that cursor as sqlite3 does.
+_shortcut_classes: dict[type, type] = {}
+
+
+def _traced_connection_proxy(
+    wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Any:
+    proxy = wrapped(*args, **kwargs)
+    connection = args[0] if args else kwargs.get("connection")
+    if not isinstance(connection, sqlite3.Connection):
+        return proxy
+    base = type(proxy)
+    cls = _shortcut_classes.get(base)
+    if cls is None:
+        cls = _shortcut_classes[base] = type(
+            "TracedSQLiteConnectionProxy", (base,), {"execute": _execute, "executemany": _executemany}
+        )
+    try:
+        return cls(*args, **kwargs)
+    except Exception as exc:  # an instrumentation version whose proxy is built differently: keep its own proxy
+        log_failure(_log, "gotrails: the sqlite3 shortcuts could not be added (conn.execute makes no span)", exc)
+        return proxy
+
+
+def _execute(self: Any, *args: Any, **kwargs: Any) -> Any:
+    cursor = self.cursor()
+    cursor.execute(*args, **kwargs)
+    return cursor
+
+
+def _executemany(self: Any, *args: Any, **kwargs: Any) -> Any:
+    cursor = self.cursor()
+    cursor.executemany(*args, **kwargs)
+    return cursor
 
 
 def _traced_execution(wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
