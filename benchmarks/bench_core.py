@@ -11,8 +11,8 @@ Part 1 - a realistic request: the 8 spans the FastAPI service of ``bench_service
   provider), the SDK with a BatchSpanProcessor and a null exporter, and the same plus gotrails (request path only,
   with the flush thread held back; and all work, with the flush thread live).
 Part 2 - the same with empty spans (one SERVER root, 9 children: steps, DB, cache, HTTP; no payloads).
-Part 3 - fold + mask + serialise per trail: the realistic trail (and each stage of it), and 10, 100 and 1000 empty
-  spans.
+Part 3 - fold + mask + serialise per trail: the realistic trail (and each stage of it, the integrity stamp and seal,
+  and the whole pipeline as the flush thread runs it), and 10, 100 and 1000 empty spans.
 Part 4 - the masking policy per KiB of JSON body.
 
 Every figure is CPU time of this process read from the OS (``time.process_time``, which counts every thread:
