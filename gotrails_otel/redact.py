@@ -131,6 +131,16 @@ _CLEAN_CACHE_SIZE = 4096
 _KEY_CACHE_SIZE = 8192
 _CUT_WINDOW = 4096  # characters before the end of a cut text in which a cut secret is looked for
 _SQL_CACHE_SIZE = 2048
+# What a SQL statement or a GraphQL document starts with. A ``query`` beside ``args`` that starts otherwise (a query
+# string, free text) is no statement: it is masked as text, password phrases included.
+_STATEMENT_START = re.compile(
+    r"\s*(?:/\*|--|[({]|(?:select|insert|update|delete|with|create|alter|drop|truncate|pragma|begin|start|commit"
+    r"|rollback|savepoint|release|set|reset|show|explain|describe|desc|call|exec|execute|merge|replace|upsert|values"
+    r"|grant|revoke|copy|lock|unlock|vacuum|analyze|analyse|declare|fetch|move|close|prepare|deallocate|listen"
+    r"|notify|unlisten|discard|use|refresh|cluster|reindex|comment|load|do|table|attach|detach|query|mutation"
+    r"|subscription|fragment)\b)",
+    re.IGNORECASE,
+)
 _NESTED_MAX = 4  # levels of text inside text (JSON, base64 of JSON, percent-encoding) that are looked into
 _PAYLOAD_KEYS = ("body", "message", "value", "args", "key", "messages", "commands", "replies")
 _SQL_PLACEHOLDER = re.compile(r"\?|%s|\$\d+|:\w+|%\(\w+\)s")
@@ -734,7 +744,12 @@ class Policy:
                 value = dict(self._mask_sql(value, counts) if "args" in value else self._mask_graphql(value, counts))
                 statement = value.pop("query")
                 clean_statements: set[str] = self._clean_statements  # type: ignore[attr-defined]
-                result["query"] = statement if statement in clean_statements else self._statement(statement, counts)
+                if statement in clean_statements:
+                    result["query"] = statement
+                elif _STATEMENT_START.match(statement):
+                    result["query"] = self._statement(statement, counts)
+                else:  # no statement (a query string in a body): text like any other, password phrases included
+                    result["query"] = self._string(statement, counts)
             items = value.items()
             if len(value) > self.max_items:
                 items = list(items)[: self.max_items]

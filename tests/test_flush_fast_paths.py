@@ -209,8 +209,6 @@ def test_a_raw_fold_masked_by_the_one_walk_equals_the_converted_fold_masked(
         )
         trails.append(orjson.dumps(policy.apply(fold(data))))  # JSON types only: orjson accepts no other
     assert trails[0] == trails[1]
-    if any("query" in section and "args" in section for section in (request, response, step, call)):
-        return  # read as a SQL statement and its arguments: masked by binding, where unquoted words are names
     for secret in (b"hunter2", b"4111111111111111", b"4111 1111 1111 1111", b"AKIAIOSFODNN7EXAMPLE", b"c2lnbmF0"):
         assert secret not in trails[1]
 
