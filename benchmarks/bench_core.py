@@ -11,8 +11,8 @@ Part 1 - a realistic request: the 8 spans the FastAPI service of ``bench_service
   provider), the SDK with a BatchSpanProcessor and a null exporter, and the same plus gotrails (request path only,
   with the flush thread held back; and all work, with the flush thread live).
 Part 2 - the same with empty spans (one SERVER root, 9 children: steps, DB, cache, HTTP; no payloads).
-Part 3 - fold + mask + serialise per trail: the realistic trail (and each stage of it), and 10, 100 and 1000 empty
-  spans.
+Part 3 - fold + mask + serialise per trail: the realistic trail (and each stage of it, the integrity stamp and seal,
+  and the whole pipeline as the flush thread runs it), and 10, 100 and 1000 empty spans.
 Part 4 - the masking policy per KiB of JSON body.
 
 Every figure is CPU time of this process read from the OS (``time.process_time``, which counts every thread:
@@ -53,6 +53,7 @@ from gotrails_otel.hooks import asgi as asgi_hooks
 from gotrails_otel.hooks import httpx as httpx_hooks
 from gotrails_otel.hooks import redis as redis_hooks
 from gotrails_otel.hooks import sqlalchemy as sqlalchemy_hooks
+from gotrails_otel.integrity import Chain
 from gotrails_otel.records import SpanRecord as _SpanRecord
 
 RESOURCE = Resource.create({"service.name": "bench"})
@@ -360,14 +361,26 @@ def realistic_fold_input() -> FoldInput:
 
 
 def realistic_fold_cost(rounds: int, repeat: int) -> dict[str, list[float]]:
-    """CPU microseconds per realistic trail for each stage of the flush: fold, mask and limit, serialise."""
+    """CPU microseconds per realistic trail for each stage of the flush: fold, mask and limit, serialise; and the
+    integrity stamp with the seal (on by default: it serialises the trail instead), and the whole flush work as
+    the pipeline does it (fold, mask, stamp and seal, the total size fitted from the stamped bytes)."""
     data = realistic_fold_input()
-    policy = TrailConfig().policy()
-    results: dict[str, list[float]] = {"fold": [], "mask and limit": [], "serialise": [], "all three": []}
+    config = TrailConfig()
+    policy = config.policy()
+    chain = Chain.from_config(config)
+    assert chain is not None
+    results: dict[str, list[float]] = {
+        "fold": [],
+        "mask and limit": [],
+        "serialise": [],
+        "all three": [],
+        "stamp + seal": [],
+        "pipeline": [],
+    }
     clock = time.thread_time
     for _ in range(rounds):
         # Stage by stage on one trail at a time (so that no stage pays for collecting the garbage of a batch).
-        spent = [0.0, 0.0, 0.0]
+        spent = [0.0, 0.0, 0.0, 0.0]
         for _ in range(repeat):
             start = clock()
             doc = fold(data)
@@ -375,13 +388,20 @@ def realistic_fold_cost(rounds: int, repeat: int) -> dict[str, list[float]]:
             policy.apply(doc)
             masked = clock()
             dumps(doc)
+            serialised = clock()
+            SealedTrail(chain.stamp(doc, policy.fit))
             spent[0] += folded - start
             spent[1] += masked - folded
-            spent[2] += clock() - masked
+            spent[2] += serialised - masked
+            spent[3] += clock() - serialised
         start = clock()
         for _ in range(repeat):
             dumps(policy.apply(fold(data)))
         end = clock()
+        for _ in range(repeat):
+            SealedTrail(chain.stamp(policy.apply(fold(data), total=False), policy.fit))
+        results["pipeline"].append((clock() - end) * 1e6 / repeat)
+        results["stamp + seal"].append(spent[3] * 1e6 / repeat)
         results["fold"].append(spent[0] * 1e6 / repeat)
         results["mask and limit"].append(spent[1] * 1e6 / repeat)
         results["serialise"].append(spent[2] * 1e6 / repeat)
@@ -605,7 +625,10 @@ def main() -> None:
 
     folds = realistic_fold_cost(rounds, max(20, requests // 4))
     print()
-    print("Fold + mask + serialise of the realistic trail (flush thread), CPU us per trail, median [min-max]")
+    print(
+        "Fold + mask + serialise of the realistic trail (flush thread), CPU us per trail, median [min-max]; "
+        "stamp + seal and the pipeline (fold, mask, stamp, seal) with integrity on, as by default"
+    )
     for stage, values in folds.items():
         print(f"  {stage:14} {spread(values):>22}")
 

@@ -21,13 +21,19 @@ def json_safe(value: Any, depth: int = MAX_DEPTH) -> Any:
     Never raises: objects with a ``__gotrails_json__`` method (captured bodies) are converted by it; bytes become
     text when they are UTF-8, else a marked ``{"$binary": {size, sha256}}``; non-finite floats become strings;
     unknown objects become their ``repr`` marked as such; nesting deeper than ``depth`` is cut with a marker.
-    Integers outside 64 bits become strings (OTLP and orjson limits).
+    Integers outside 64 bits become strings (OTLP and orjson limits). Subclasses of ``str``, ``int`` and ``float``
+    become the exact type.
     """
-    if value is None or isinstance(value, (bool, str)):
+    kind = type(value)
+    if value is None or kind is str or kind is bool:
         return value
+    if isinstance(value, str):
+        return "".join((value,))  # an exact str: a subclass may change what str methods return
     if isinstance(value, int):
+        value = int(value)
         return value if -(2**63) <= value < 2**64 else str(value)
     if isinstance(value, float):
+        value = float(value)
         return value if math.isfinite(value) else str(value)
     if depth <= 0:
         return DEPTH_MARKER
@@ -39,7 +45,7 @@ def json_safe(value: Any, depth: int = MAX_DEPTH) -> Any:
             return {"$error": _cut(f"{type(exc).__name__}: {exc}")}
         return json_safe(converted, depth - 1)
     if isinstance(value, Mapping):
-        return {_key(k): json_safe(v, depth - 1) for k, v in value.items()}
+        return {key_text(k): json_safe(v, depth - 1) for k, v in value.items()}
     if isinstance(value, (list, tuple, set, frozenset)):
         return [json_safe(v, depth - 1) for v in value]
     if isinstance(value, (bytes, bytearray, memoryview)):
@@ -51,14 +57,55 @@ def json_safe(value: Any, depth: int = MAX_DEPTH) -> Any:
     return {"$repr": _safe_repr(value)}
 
 
+PLAIN = frozenset({str, dict, list, int, float, bool, type(None)})
+"""The exact types of JSON values as ``orjson.loads`` makes them (ints and floats may still be out of range)."""
+
+
+def to_plain(value: Any, depth: int) -> tuple[Any, int]:
+    """``value``, of a type outside :data:`PLAIN`, as :func:`json_safe` makes it, but one level only: a container
+    becomes a plain ``dict`` (keys as text) or ``list`` whose items are left as they are, for the caller's walk to
+    convert. Returns the value and the depth left for it (a captured body's decoding takes one level, as in
+    :func:`json_safe`). Subclasses of ``str``, ``int`` and ``float`` become the exact type. Never raises."""
+    while type(value) not in PLAIN:
+        if isinstance(value, str):
+            return "".join((value,)), depth  # an exact str (a subclass may override what str() returns)
+        if isinstance(value, int):
+            return int(value), depth
+        if isinstance(value, float):
+            return float(value), depth
+        if depth <= 0:
+            return DEPTH_MARKER, depth
+        to_json = getattr(type(value), "__gotrails_json__", None)
+        if to_json is not None:
+            try:
+                value = to_json(value)
+            except Exception as exc:  # a payload that cannot be decoded is marked, never fatal for the trail
+                return {"$error": _cut(f"{type(exc).__name__}: {exc}")}, depth
+            depth -= 1
+            continue
+        if isinstance(value, Mapping):
+            return {key_text(k): v for k, v in value.items()}, depth
+        if isinstance(value, (list, tuple, set, frozenset)):
+            return list(value), depth
+        if isinstance(value, (bytes, bytearray, memoryview)):
+            raw = bytes(value)
+            try:
+                return raw.decode("utf-8"), depth
+            except UnicodeDecodeError:
+                return binary_summary(raw), depth
+        return {"$repr": _safe_repr(value)}, depth
+    return value, depth
+
+
 def binary_summary(raw: bytes) -> dict[str, Any]:
     """How binary data appears in a trail: its size and hash, never its bytes."""
     return {"$binary": {"size": len(raw), "sha256": hashlib.sha256(raw).hexdigest()}}
 
 
-def _key(key: Any) -> str:
+def key_text(key: Any) -> str:
+    """A mapping key as text (an exact ``str``)."""
     if isinstance(key, str):
-        return key
+        return key if type(key) is str else "".join((key,))
     if isinstance(key, bytes):
         return key.decode("utf-8", "backslashreplace")
     return str(key)

@@ -12,8 +12,11 @@ end with ``…`` (:data:`~gotrails_otel.maskrules.CUT_MARK`), so that the policy
 
 from __future__ import annotations
 
+import functools
 import re
 import zlib
+from collections.abc import Mapping
+from types import MappingProxyType
 from typing import Any
 from urllib.parse import parse_qsl, unquote_to_bytes
 
@@ -258,9 +261,26 @@ def _extended(header: bytes, param: bytes) -> str | None:
     return None
 
 
-def _content_type(value: str | None) -> tuple[str, dict[str, str]]:
+def _content_type(value: str | None) -> tuple[str, Mapping[str, str]]:
+    """The media type (lower case) and the parameters of a ``Content-Type`` value; cached, as a service sends the
+    same few values again and again (a multipart boundary is new every time: such values are parsed, not kept)."""
     if not value:
-        return "", {}
+        return "", _NO_PARAMS
+    if len(value) <= 64 and "boundary" not in value:
+        return _content_type_cached(value)
+    return _parse_content_type(value)
+
+
+_NO_PARAMS: Mapping[str, str] = MappingProxyType({})
+
+
+@functools.lru_cache(maxsize=256)
+def _content_type_cached(value: str) -> tuple[str, Mapping[str, str]]:
+    mime, params = _parse_content_type(value)
+    return mime, MappingProxyType(params)
+
+
+def _parse_content_type(value: str) -> tuple[str, dict[str, str]]:
     mime, _, raw_params = value.partition(";")
     params: dict[str, str] = {}
     for param in raw_params.split(";"):

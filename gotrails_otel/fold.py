@@ -20,8 +20,9 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.trace import SpanKind, StatusCode
 
 from . import semconv as sc
-from ._json import json_safe
+from ._json import PLAIN, json_safe
 from .ids import span_id_hex, trace_id_hex, valid_request_id
+from .records import SpanRecord
 
 __all__ = ["TRAIL_VERSION", "FoldInput", "fold"]
 
@@ -67,10 +68,17 @@ class FoldInput:
     service_name: str | None = None
     environment: str | None = None
     http_names: tuple[tuple[str, str], ...] = ()
+    raw: bool = False
+    """Put captured payloads into the trail as the capture store keeps them (plain containers, atomic values,
+    captured bodies not decoded yet) instead of converting them to JSON types in the fold: the masking policy's
+    walk (:meth:`Policy.apply <gotrails_otel.redact.Policy.apply>`, which must follow) converts them as it masks
+    and limits them, in one pass. Only what the policy reads before its walk (headers, task arguments, cache
+    commands) is converted in the fold. The flush pipeline sets it unless a custom field rule is configured."""
 
 
 def fold(data: FoldInput) -> dict[str, Any]:
-    """Fold one request into its trail document (JSON-safe types only)."""
+    """Fold one request into its trail document (JSON-safe types only; see ``FoldInput.raw`` for the exception)."""
+    raw = data.raw
     root = data.root
     root_ctx = root.context
     attrs = _attrs(root)
@@ -80,7 +88,8 @@ def fold(data: FoldInput) -> dict[str, Any]:
     resource = root.resource.attributes if root.resource else {}
 
     entry_kind = _entry_kind(root, attrs)
-    request, response = _entry(entry_kind, root, attrs, root_capture)
+    merge = _merge_raw if raw else _merge
+    request, response = _entry(entry_kind, root, attrs, root_capture, merge)
     entry_name = str(root_capture.get("name") or root.name)
 
     steps: list[dict[str, Any]] = []
@@ -103,9 +112,9 @@ def fold(data: FoldInput) -> dict[str, Any]:
         common = _common(span, span_attrs, role, root_start, capture, data.http_names)
         error = _span_error(span, span_attrs, capture, role)
         if role == "step":
-            steps.append(_step(span_attrs, common, capture, error))
+            steps.append(_step(span_attrs, common, capture, error, raw))
         else:
-            integrations.append(_integration(role, span, span_attrs, common, capture, error))
+            integrations.append(_integration(role, span, span_attrs, common, capture, error, merge))
         if error is not None:
             errors.append((_error_time(span), {"source": common["name"], **error}))
 
@@ -120,7 +129,7 @@ def fold(data: FoldInput) -> dict[str, Any]:
     otel_trace_id = trace_id_hex(root_ctx.trace_id) if root_ctx else "0" * 32
     trace_id = valid_request_id(root_capture.get("trace_id")) or _header_id(request, "x-trace-id") or otel_trace_id
     request_id = valid_request_id(root_capture.get("request_id")) or _header_id(request, "x-request-id") or trace_id
-    metadata = json_safe(dict(data.metadata))
+    metadata = dict(data.metadata) if raw and type(data.metadata) is dict else json_safe(dict(data.metadata))
     dropped = {k: v for k, v in data.dropped.items() if v}
     if data.open_spans:
         dropped["open_spans"] = data.open_spans
@@ -229,7 +238,7 @@ def _entry_kind(root: ReadableSpan, attrs: Mapping[str, Any]) -> str:
 
 
 def _entry(
-    kind: str, root: ReadableSpan, attrs: Mapping[str, Any], capture: Mapping[str, Any]
+    kind: str, root: ReadableSpan, attrs: Mapping[str, Any], capture: Mapping[str, Any], merge: _Merge
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     if kind == "http":
         target = sc.first(attrs, sc.HTTP_TARGET)
@@ -263,7 +272,7 @@ def _entry(
         response = {}
     else:
         request, response = {}, {}
-    return _merge(request, capture.get("request")), _merge(response, capture.get("response"))
+    return merge(request, capture.get("request")), merge(response, capture.get("response"))
 
 
 def _header_id(request: Mapping[str, Any], name: str) -> str | None:
@@ -304,14 +313,21 @@ def _common(
 
 
 def _step(
-    attrs: Mapping[str, Any], common: dict[str, Any], capture: Mapping[str, Any], error: dict[str, Any] | None
+    attrs: Mapping[str, Any],
+    common: dict[str, Any],
+    capture: Mapping[str, Any],
+    error: dict[str, Any] | None,
+    raw: bool = False,
 ) -> dict[str, Any]:
     step = {**common, "status": "error" if error else "ok"}
     for key in ("request", "response"):
         if key in capture:
-            step[key] = json_safe(capture[key])
+            step[key] = _merge_raw({}, capture[key]) if raw else json_safe(capture[key])
     attributes = {k: v for k, v in attrs.items() if not k.startswith(("gotrails.", "code."))}
-    metadata = _merge(json_safe(attributes) if attributes else {}, capture.get("metadata"))
+    if raw:  # attribute values are atomic or tuples of them: the policy's walk makes the tuples lists
+        metadata = _merge_raw(attributes, capture.get("metadata"))
+    else:
+        metadata = _merge(json_safe(attributes) if attributes else {}, capture.get("metadata"))
     if metadata:
         step["metadata"] = metadata
     if error:
@@ -326,7 +342,10 @@ def _integration(
     common: dict[str, Any],
     capture: Mapping[str, Any],
     error: dict[str, Any] | None,
+    merge: _Merge | None = None,
 ) -> dict[str, Any]:
+    if merge is None or kind == "cache":  # the policy reads a cache call's commands and replies before its walk
+        merge = _merge
     if span.instrumentation_scope is not None and span.instrumentation_scope.name == SCOPE:
         # Made with ``integration()``: the caller sets request and response; no attribute-derived defaults.
         request: dict[str, Any] = {}
@@ -337,10 +356,10 @@ def _integration(
     return {
         "type": kind,
         **common,
-        "request": _merge(request, capture.get("request")),
-        "response": _merge(response, capture.get("response")),
+        "request": merge(request, capture.get("request")),
+        "response": merge(response, capture.get("response")),
         "error": error,
-        "metadata": _merge(metadata, capture.get("metadata")),
+        "metadata": merge(metadata, capture.get("metadata")),
     }
 
 
@@ -569,7 +588,12 @@ def _span_error(
     return error
 
 
+_RECORD: type = SpanRecord
+
+
 def _has_events(span: ReadableSpan) -> bool:
+    if type(span) is _RECORD:  # the processor's records (no getattr that fails and raises inside)
+        return bool(span.events)
     # ``ReadableSpan.events`` copies the SDK's list under a lock; its length alone is enough here.
     events = getattr(span, "_events", None)
     return bool(len(events)) if events is not None else bool(span.events)
@@ -626,6 +650,25 @@ def _merge(base: dict[str, Any], extra: Any) -> Any:
         base.update(json_safe(extra))
         return base
     return json_safe(extra)
+
+
+def _merge_raw(base: dict[str, Any], extra: Any) -> Any:
+    """:func:`_merge` for a raw fold: a captured dict's values go into ``base`` as they are when they are plain JSON
+    values or captured bodies (the policy's walk converts and decodes them as it masks them); others (bytes, tuples,
+    mappings, subclasses) are converted here, as the policy reads some of them before its walk (headers, a query,
+    a URL). A task's arguments (masked by their names before the walk) and anything other than a plain dict are
+    converted as by :func:`_merge`."""
+    if type(extra) is not dict or "arg_names" in extra:
+        return _merge(base, extra)
+    for key, item in extra.items():
+        kind = type(item)
+        if kind not in PLAIN and getattr(kind, "__gotrails_json__", None) is None:
+            item = json_safe(item)
+        base[key] = item
+    return base
+
+
+_Merge = Callable[[dict[str, Any], Any], Any]
 
 
 def _drop_none(values: dict[str, Any]) -> dict[str, Any]:

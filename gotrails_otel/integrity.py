@@ -22,11 +22,12 @@ import hmac
 import logging
 import math
 import os
+import re
 import secrets
 import threading
 import time
 import weakref
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
@@ -64,26 +65,29 @@ _MAX_LOST_RANGES = 1000
 # writes differently — an integral float (orjson ``1.0``, ``-0.0``; ECMAScript ``1``, ``0``), an exponent (orjson
 # ``1e+16``, ``1e-6``; ECMAScript ``10000000000000000``, ``0.000001``), an integer beyond 2**53 (not an IEEE double)
 # — or a key outside the Basic Multilingual Plane (RFC 8785 sorts keys by UTF-16 code units, orjson by code
-# points; the two orders differ only there). Those are found with substring searches that run at memory speed,
-# on the bytes (``.0`` before ``,``, ``]`` or ``}``) and on a class map of them (digit, ``e``, sign, the ``:``, ``,``
-# or ``[`` a number follows in compact JSON, 4-byte UTF-8 lead, other): a digit before ``e+``/``e-``, a number of 16
-# digits or more, any 4-byte UTF-8 sequence. Look-alikes inside strings only send a document to the (slower)
+# points; the two orders differ only there). Candidates are found by searches that run in C: expressions that
+# start with a literal byte (``e`` then a sign, ``.0`` then ``,``, ``]`` or ``}``) on the bytes, and on a class
+# map of them (digit, 4-byte UTF-8 lead, other) a run of 16 digits and any 4-byte UTF-8 sequence. Each candidate is
+# then looked at where it is: a number in compact JSON starts right after ``:``, ``,`` or ``[`` (a hex id such as a
+# UUID's ``…9b0e-2a6f…`` is no number), and a 4-byte sequence matters only inside a key (a string followed by
+# ``:``). What is left — a look-alike inside a string, or the real thing — sends the document to the (slower)
 # reference implementation.
 _CLASSES = bytearray(b"x" * 256)
 for _byte in b"0123456789":
     _CLASSES[_byte] = ord("0")
-_CLASSES[ord("e")] = ord("e")
-_CLASSES[ord("+")] = _CLASSES[ord("-")] = ord("+")
-for _byte in b":,[":
-    _CLASSES[_byte] = ord("b")
 for _byte in range(0xF0, 0xF5):
     _CLASSES[_byte] = ord("!")
 _CLASS_MAP = bytes(_CLASSES)
-_SUSPECT_CLASSES = (b"0e+", b"b" + b"0" * 16, b"b+" + b"0" * 16, b"!")
-_ENDS = bytearray(range(256))
-_ENDS[ord("]")] = _ENDS[ord("}")] = ord(",")
-_END_MAP = bytes(_ENDS)  # every end of a value as ``,``: one search finds ``.0`` before any of them
+_LONG_RUN = b"0" * 16
+_ZERO = ord("0")
+_EXPONENT = re.compile(rb"e[+-]")  # orjson writes every exponent with its sign
+_INTEGRAL = re.compile(rb"\.0[,\]}]")
+_NUMBER_CHARS = frozenset(b"0123456789.")
+_NUMBER_AFTER = frozenset(b":,[")
+_MINUS = ord("-")
+_STRING_REST = re.compile(rb'[^"\\]*(?:\\.[^"\\]*)*"(:?)')  # from inside a string to its end (and a ``:``)
 _SORTED = orjson.OPT_SORT_KEYS
+_HASH_MEMBER = len('"hash":"",') + 64  # what the hash adds to a stamped trail's bytes
 
 
 def canonical(value: Any) -> bytes:
@@ -98,14 +102,52 @@ def canonical(value: Any) -> bytes:
             data = orjson.dumps(value, option=_SORTED)
         except orjson.JSONEncodeError:  # e.g. a string that is not valid Unicode: the reference says why
             return _reference(value)
-        classes = data.translate(_CLASS_MAP)
-        for suspect in _SUSPECT_CLASSES:
-            if suspect in classes:
-                return _reference(value)
-        if b".0," in data.translate(_END_MAP):
+        if _differs(data):
             return _reference(value)
         return data
     return _reference(value)
+
+
+def _differs(data: bytes) -> bool:
+    """Whether orjson's key-sorted compact ``data`` may differ from RFC 8785's (see the comment above)."""
+    for candidate in _EXPONENT.finditer(data):
+        if _in_number(data, candidate.start() - 1):
+            return True
+    for candidate in _INTEGRAL.finditer(data):
+        if _in_number(data, candidate.start() - 1):
+            return True
+    classes = data.translate(_CLASS_MAP)
+    find = classes.find
+    at = find(_LONG_RUN)
+    while at >= 0:  # an integer of 16 digits or more (not the fraction of a float: an IEEE double as it is)
+        before = data[at - 1] if at > 0 else 0
+        if before == _MINUS and at > 1:
+            before = data[at - 2]
+        if before in _NUMBER_AFTER:
+            return True
+        end = at + len(_LONG_RUN)
+        while end < len(classes) and classes[end] == _ZERO:
+            end += 1
+        at = find(_LONG_RUN, end)
+    at = find(b"!")
+    while at >= 0:
+        rest = _STRING_REST.match(data, at)
+        if rest is None or rest.group(1):
+            return True  # inside a key
+        at = find(b"!", rest.end())
+    return False
+
+
+def _in_number(data: bytes, at: int) -> bool:
+    """Whether ``data[at]`` (a digit, or the start of the data) belongs to a number token of compact JSON: the
+    digits and dots before it, maybe a minus, follow ``:``, ``,`` or ``[``."""
+    if at < 0 or data[at] not in _NUMBER_CHARS:
+        return False
+    while at > 0 and data[at - 1] in _NUMBER_CHARS:
+        at -= 1
+    if at > 0 and data[at - 1] == _MINUS:
+        at -= 1
+    return at > 0 and data[at - 1] in _NUMBER_AFTER
 
 
 def _reference(value: Any) -> bytes:
@@ -268,7 +310,7 @@ class Chain:
 
     # ------------------------------------------------------------------------------------------- trails
 
-    def stamp(self, trail: dict[str, Any]) -> bytes:
+    def stamp(self, trail: dict[str, Any], fit: Callable[[dict[str, Any], int], bool] | None = None) -> bytes:
         """Add the ``integrity`` block to ``trail`` (in place) as the chain's next link; return the trail's bytes.
 
         The bytes are the RFC 8785 canonical JSON that was hashed with the ``hash`` member inserted in its sorted
@@ -277,6 +319,11 @@ class Chain:
         trails reach the exporters. Integers outside ±(2**53 - 1) in the trail become strings (see
         :func:`safe_integers`). Raises when the trail cannot be written as canonical JSON (the chain is then left
         unchanged and the trail without its block).
+
+        ``fit(trail, size)``, when given, sees the size the stamped trail will have and may shrink the trail (the
+        masking policy trims its largest payloads when it is too large: :meth:`Policy.fit
+        <gotrails_otel.redact.Policy.fit>`), returning ``True`` when it changed it; the trail is then serialised
+        again. So the one serialisation that is hashed and exported also measures the trail.
         """
         with self._lock:
             seq = self._seq + 1
@@ -291,6 +338,8 @@ class Chain:
                     data = canonical(trail)
                 except rfc8785.IntegerDomainError:
                     safe_integers(trail)
+                    data = canonical(trail)
+                if fit is not None and fit(trail, len(data) + _HASH_MEMBER):
                     data = canonical(trail)
             except Exception:
                 del trail["integrity"]

@@ -615,11 +615,14 @@ class FlushWorker:
             service_name=config.service_name,
             environment=config.environment,
             http_names=config.http_names,
+            # The policy's one walk converts the captured payloads as it masks and limits them; a custom field rule
+            # sees every value converted already, as it always has.
+            raw=self.policy.field_rule is None,
         )
 
     def _fold(self, trail: Trail, data: FoldInput) -> dict[str, Any]:
         try:
-            return self.policy.apply(fold(data))
+            return self.policy.apply(fold(data), total=False)  # the total size is fitted at the seal
         except Exception as error:  # bad input in one trail yields a marked fallback, never a lost trail
             self.failures.report("folding a trail (a reduced trail is exported instead)", error)
             self.counters.failed("fold")
@@ -634,7 +637,7 @@ class FlushWorker:
                 environment=data.environment,
             )
             # Without captured payloads; still masked (span attributes of the root may hold secrets).
-            return self.policy.apply(fold(reduced))
+            return self.policy.apply(fold(reduced), total=False)
 
     def _stages_and_seal(self, document: dict[str, Any]) -> SealedTrail | None:
         for stage in self.stages:
@@ -653,10 +656,15 @@ class FlushWorker:
                 return None
             document = result
         if self.chain is not None:  # last, so that the hash covers exactly what is exported
-            try:
-                return SealedTrail(self.chain.stamp(document))  # its canonical bytes, exactly as hashed
+            try:  # its canonical bytes, exactly as hashed (serialised once: they measure the trail for its limit too)
+                return SealedTrail(self.chain.stamp(document, self.policy.fit))
             except Exception as error:  # exported without its link: verify reports it, the chain stays whole
                 self.counters.failed("integrity")
                 self.failures.report("stamping a trail into the hash chain", error)
         data = getattr(document, "data", None)  # a stage that sealed the trail itself
-        return SealedTrail(data) if type(data) is bytes else seal(document)
+        if type(data) is bytes:
+            return SealedTrail(data)
+        sealed = seal(document)
+        if self.policy.fit(document, len(sealed.data)):  # too large: its largest payloads trimmed
+            sealed = seal(document)
+        return sealed

@@ -28,6 +28,7 @@ from __future__ import annotations
 import base64
 import binascii
 import logging
+import math
 import re
 import threading
 import unicodedata
@@ -39,7 +40,7 @@ from urllib.parse import unquote_plus
 import orjson
 
 from . import maskrules
-from ._json import dumps
+from ._json import PLAIN, dumps, json_safe, key_text, to_plain
 from .maskrules import CLIENT_IP_HEADERS, CUT_MARK, CUT_URL, DETECTORS, DRIVER_DUMPS, EXEMPT_KEYS, luhn_valid
 from .sqlmask import SqlMask, analyse, mask_literals
 from .urls import ENCODED, mask_encoded, mask_query, mask_url, mask_urls_in_text
@@ -130,6 +131,16 @@ _CLEAN_CACHE_SIZE = 4096
 _KEY_CACHE_SIZE = 8192
 _CUT_WINDOW = 4096  # characters before the end of a cut text in which a cut secret is looked for
 _SQL_CACHE_SIZE = 2048
+# What a SQL statement or a GraphQL document starts with. A ``query`` beside ``args`` that starts otherwise (a query
+# string, free text) is no statement: it is masked as text, password phrases included.
+_STATEMENT_START = re.compile(
+    r"\s*(?:/\*|--|[({]|(?:select|insert|update|delete|with|create|alter|drop|truncate|pragma|begin|start|commit"
+    r"|rollback|savepoint|release|set|reset|show|explain|describe|desc|call|exec|execute|merge|replace|upsert|values"
+    r"|grant|revoke|copy|lock|unlock|vacuum|analyze|analyse|declare|fetch|move|close|prepare|deallocate|listen"
+    r"|notify|unlisten|discard|use|refresh|cluster|reindex|comment|load|do|table|attach|detach|query|mutation"
+    r"|subscription|fragment)\b)",
+    re.IGNORECASE,
+)
 _NESTED_MAX = 4  # levels of text inside text (JSON, base64 of JSON, percent-encoding) that are looked into
 _PAYLOAD_KEYS = ("body", "message", "value", "args", "key", "messages", "commands", "replies")
 _SQL_PLACEHOLDER = re.compile(r"\?|%s|\$\d+|:\w+|%\(\w+\)s")
@@ -143,6 +154,8 @@ _QUOTES = frozenset({'"', "'", "\\"})
 _GRAPHQL_BINDING = re.compile(r"(?<!\w)(?P<argument>[A-Za-z_]\w*)\s*:\s*\$(?P<variable>[A-Za-z_]\w*)")
 _CARD_INT_MIN = 10**12  # the smallest 13-digit number
 _CARD_INT_MAX = 10**19
+_INT_MIN = -(2**63)
+_INT_MAX = 2**64
 _REDACTED = "\x00"  # prefix of the redaction counts inside the walk's one counter dict
 _KEY_MASKED = _REDACTED + "key"
 _SECRET_COMMANDS = frozenset({"AUTH"})
@@ -236,6 +249,8 @@ class Policy:
         words = frozenset(maskrules.WORD_KEYS) | {k for k in self.keys if len(k) < 4 and k not in substring}
         exact = frozenset(maskrules.EXACT_KEYS)
         object.__setattr__(self, "_substring", tuple(sorted(k for k in self.keys if k not in words | exact)))
+        # Every substring key at once, as one expression (a trie): one search instead of one per key.
+        object.__setattr__(self, "_substring_search", _substring_search(self._substring))  # type: ignore[attr-defined]
         object.__setattr__(self, "_words", frozenset(k for k in self.keys if k in words))
         object.__setattr__(self, "_exact", frozenset(k for k in self.keys if k in exact or k in words))
         object.__setattr__(self, "_exempt", frozenset(EXEMPT_KEYS) - self.keys)
@@ -263,8 +278,9 @@ class Policy:
         found = cache.get(key)
         if found is None:
             found = self._classify(key)
-            if len(cache) < 8192:
-                cache[key] = found
+            if len(cache) >= _KEY_CACHE_SIZE:  # bounded; keys that repeat come back at once
+                cache.clear()
+            cache[key] = found
         return found
 
     def _classify(self, key: str) -> bool:
@@ -275,7 +291,7 @@ class Policy:
         norm = normalise_key(key)
         if norm in self._exempt:  # type: ignore[attr-defined]
             return False
-        if norm in self._exact or any(k in norm for k in self._substring):  # type: ignore[attr-defined]
+        if norm in self._exact or self._substring_search(norm):  # type: ignore[attr-defined]
             return True
         words: frozenset[str] = self._words  # type: ignore[attr-defined]
         return any(word in words for word in maskrules.key_words(key))
@@ -589,8 +605,11 @@ class Policy:
 
     # -------------------------------------------------------------------------------------- documents
 
-    def apply(self, trail: dict[str, Any]) -> dict[str, Any]:
+    def apply(self, trail: dict[str, Any], *, total: bool = True) -> dict[str, Any]:
         """Mask and limit ``trail`` in place (and return it).
+
+        With ``total=False`` the trail's total size is left to the caller, who serialises the trail anyway and then
+        calls :meth:`fit` with its size (the flush pipeline does, at the seal), so that no trail is serialised twice.
 
         Only what can hold payload is walked: the request, response, metadata and errors, and for each step and
         integration its name, request, response, metadata and error. Ids, timings and the trail's own structure
@@ -656,7 +675,8 @@ class Policy:
                 self._filter_headers(item.get("request"), counts)
                 self._filter_headers(item.get("response"), counts)
         self._incoming_ids(trail, counts)
-        self._limit_total(trail, counts)
+        if total:
+            self._limit_total(trail, counts)
         redacted = trail.setdefault("redacted", {})
         if counts:
             dropped = trail.setdefault("dropped", {})
@@ -688,7 +708,15 @@ class Policy:
 
     def _walk(self, value: Any, path: tuple[str, ...], depth: int, counts: dict[str, int], entry: bool = False) -> Any:
         """Mask and limit one value. ``path`` is extended only when a field rule needs it; ``entry`` marks a step
-        or integration, whose ids are left as they are."""
+        or integration, whose ids are left as they are.
+
+        Values of other types than JSON's own (captured bodies not decoded yet, tuples, bytes, mappings, subclasses
+        of ``str`` …) are converted here, node by node as the walk meets them, as :func:`~._json.json_safe` converts
+        them: so a raw fold's payloads are converted, masked and limited in one pass."""
+        kind = type(value)
+        if kind not in PLAIN:
+            value, depth = to_plain(value, depth)
+            kind = type(value)
         rule = self.field_rule
         if rule is not None and path:
             try:
@@ -696,7 +724,10 @@ class Policy:
             except Exception:  # a failing custom rule masks the field: fail closed, never leak
                 _log.debug("gotrails: field rule failed on %s; masked", ".".join(path), exc_info=True)
                 return MASK
-        kind = type(value)
+            kind = type(value)
+            if kind not in PLAIN:
+                value, depth = to_plain(value, depth)
+                kind = type(value)
         if kind is str:
             return self._string(value, counts)
         if kind is dict:
@@ -705,12 +736,20 @@ class Policy:
                 return "[gotrails: nested too deep]"
             result: dict[str, Any] = {}
             query = value.get("query")
+            if query is not None and ("args" in value or "variables" in value):
+                value = _statement_plain(value)  # read before it is walked: as JSON types
+                query = value.get("query")
             if type(query) is str and ("args" in value or isinstance(value.get("variables"), dict)):
                 # A SQL statement and its arguments, or a GraphQL document and its variables: masked by binding.
                 value = dict(self._mask_sql(value, counts) if "args" in value else self._mask_graphql(value, counts))
                 statement = value.pop("query")
                 clean_statements: set[str] = self._clean_statements  # type: ignore[attr-defined]
-                result["query"] = statement if statement in clean_statements else self._statement(statement, counts)
+                if statement in clean_statements:
+                    result["query"] = statement
+                elif _STATEMENT_START.match(statement):
+                    result["query"] = self._statement(statement, counts)
+                else:  # no statement (a query string in a body): text like any other, password phrases included
+                    result["query"] = self._string(statement, counts)
             items = value.items()
             if len(value) > self.max_items:
                 items = list(items)[: self.max_items]
@@ -723,11 +762,16 @@ class Policy:
             for key, item in items:
                 sensitive = known(key)
                 if sensitive is None:
+                    if type(key) is not str:
+                        key = key_text(key)
                     sensitive, shown = self._key(key, counts)
                     if shown is not key:  # the key itself holds a secret (a card number, a token, a URL …)
                         key = _unique_key(result, shown)
                 item_kind = type(item)
                 if sensitive:
+                    if item_kind not in PLAIN:  # masked as what it converts to (a list keeps its length)
+                        item = to_plain(item, depth - 1)[0]
+                        item_kind = type(item)
                     if item is None or item_kind is bool:
                         result[key] = item  # null and true/false say nothing
                     else:
@@ -758,11 +802,38 @@ class Policy:
             if depth <= 0:
                 _count(counts, "depth")
                 return "[gotrails: nested too deep]"
-            walked = [self._walk(item, path, depth - 1, counts) for item in value[: self.max_items]]
+            items = value if len(value) <= self.max_items else value[: self.max_items]
+            if rule is not None:
+                walked = [self._walk(item, path, depth - 1, counts) for item in items]
+            else:
+                # As in a dict: strings, small numbers, null and booleans are settled here, without a call.
+                walked = []
+                append = walked.append
+                clean = self._clean  # type: ignore[attr-defined]
+                max_string = self.max_string
+                for item in items:
+                    item_kind = type(item)
+                    if item_kind is str:
+                        if len(item) < 6 or (len(item) <= max_string and item in clean):
+                            append(item)
+                        else:
+                            append(self._string(item, counts))
+                    elif (
+                        item is None
+                        or item_kind is bool
+                        or ((item_kind is int or item_kind is float) and -_CARD_INT_MIN < item < _CARD_INT_MIN)
+                    ):
+                        append(item)
+                    else:
+                        append(self._walk(item, path, depth - 1, counts))
             if len(value) > self.max_items:
                 walked.append({"$more_items": len(value) - self.max_items})
                 _count(counts, "items", len(value) - self.max_items)
             return walked
+        if kind is int and not _INT_MIN <= value < _INT_MAX:
+            return self._string(str(value), counts)  # outside 64 bits (OTLP and orjson limits): as text
+        if kind is float and not math.isfinite(value):
+            return str(value)
         if (kind is int or kind is float) and _CARD_INT_MIN <= abs(value) < _CARD_INT_MAX and "card" in self.patterns:
             if kind is float and not value.is_integer():
                 return value
@@ -1077,8 +1148,23 @@ class Policy:
 
     # ----------------------------------------------------------------------------------- total size
 
-    def _limit_total(self, trail: dict[str, Any], counts: dict[str, int]) -> None:
-        size = len(dumps(trail))
+    def fit(self, trail: dict[str, Any], size: int) -> bool:
+        """Trim the largest payloads of a masked ``trail`` whose serialised ``size`` exceeds ``max_trail_bytes``, as
+        :meth:`apply` does, counting what it trims in ``trail["dropped"]``; ``True`` when it changed the trail."""
+        if size <= self.max_trail_bytes:
+            return False
+        counts: dict[str, int] = {}
+        self._limit_total(trail, counts, size)
+        if not counts:
+            return False
+        dropped = trail.setdefault("dropped", {})
+        for key, value in counts.items():
+            dropped[key] = dropped.get(key, 0) + value
+        return True
+
+    def _limit_total(self, trail: dict[str, Any], counts: dict[str, int], size: int | None = None) -> None:
+        if size is None:
+            size = len(dumps(trail))
         if size <= self.max_trail_bytes:
             return
         limit = self.max_trail_bytes - _RESERVE  # room for the counts added to "dropped" afterwards
@@ -1099,6 +1185,15 @@ class Policy:
 
 
 _DRIVER_REGEXES = tuple((dump, re.compile(dump.pattern)) for dump in DRIVER_DUMPS)
+
+
+def _statement_plain(value: dict[str, Any]) -> dict[str, Any]:
+    """A statement's or GraphQL document's ``query``, ``args`` and ``variables`` as JSON types (a raw fold leaves
+    captured values as they were captured; the statement and its arguments are read together before the walk)."""
+    converted: dict[str, Any] = {k: json_safe(value[k]) for k in ("query", "args", "variables") if k in value}
+    if all(converted[k] is value[k] for k in converted):
+        return value
+    return {**value, **converted}
 
 
 def _payload_owners(trail: dict[str, Any]) -> Iterable[dict[str, Any]]:
@@ -1294,6 +1389,15 @@ def _gate(hints: set[str]) -> re.Pattern[str] | None:
             node = node.setdefault(char, {})
         node[""] = {}
     return re.compile(_trie(root))
+
+
+def _substring_search(keys: tuple[str, ...]) -> Callable[[str], bool]:
+    """Whether a normalised key contains any of ``keys``."""
+    expression = _gate(set(keys))
+    if expression is None:
+        return lambda norm: False
+    search = expression.search
+    return lambda norm: search(norm) is not None
 
 
 def _trie(node: dict[str, Any]) -> str:

@@ -82,7 +82,7 @@ def test_fastapi_request_and_response(harness: TrailHarness, fastapi_server: Thr
     response = httpx.post(
         f"{fastapi_server.url}/v1/payments?source=web",
         json={"amount": 150000, "payment_method": "bank_transfer"},
-        headers={"Cookie": "session=abc123", "X-Trace-ID": "req-abc-123", "X-Request-ID": "r-77"},
+        headers={"Cookie": "session=sess-q9-abc123", "X-Trace-ID": "req-abc-123", "X-Request-ID": "r-77"},
     )
     assert response.status_code == 201
     trail = harness.trail_for("/v1/payments")
@@ -97,7 +97,7 @@ def test_fastapi_request_and_response(harness: TrailHarness, fastapi_server: Thr
     assert trail["response"]["headers"]["content-type"] == ["application/json"]
     assert [s["name"] for s in trail["internal_steps"]] == ["ValidateRequest"]
     assert trail["complete"] is True
-    assert "abc123" not in str(trail)
+    assert "sess-q9-abc123" not in str(trail)
 
 
 @pytest.mark.service

@@ -191,8 +191,8 @@ def test_client_streaming_on_both_sides(harness: TrailHarness, grpc_server: str)
 @pytest.mark.service
 def test_bidirectional_streaming_on_both_sides(harness: TrailHarness, grpc_server: str) -> None:
     with grpc.insecure_channel(grpc_server) as channel, _root(harness):
-        replies = _calls(channel, "Chat", "stream_stream")(iter([_struct(text="hi"), _struct(text="token=abc")]))
-        assert [r["echo"] for r in replies] == ["hi", "token=abc"]
+        replies = _calls(channel, "Chat", "stream_stream")(iter([_struct(text="hi"), _struct(text="token=zq7-s3cr3t")]))
+        assert [r["echo"] for r in replies] == ["hi", "token=zq7-s3cr3t"]
     client, (server,) = _split(harness.trails(2))
     (call,) = client["integrations"]
     assert call["request"]["messages"] == [{"text": "hi"}, {"text": "token=***"}]
@@ -200,7 +200,7 @@ def test_bidirectional_streaming_on_both_sides(harness: TrailHarness, grpc_serve
     assert call["response"]["messages"] == [{"echo": "hi"}, {"echo": "token=***"}]
     assert server["request"]["messages"] == [{"text": "hi"}, {"text": "token=***"}]
     assert server["response"]["messages"] == [{"echo": "hi"}, {"echo": "token=***"}]
-    assert "abc" not in str(client) + str(server)
+    assert "zq7-s3cr3t" not in str(client) + str(server)
 
 
 @pytest.mark.service

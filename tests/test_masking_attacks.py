@@ -744,3 +744,14 @@ def test_incoming_ids_that_are_secrets_are_replaced_by_the_trace_id() -> None:
     assert trail["request"]["headers"]["x-request-id"] == ["***"]
     kept = POLICY.apply({"trace_id": "pay-flow-1", "request_id": "req-42", "otel": {"trace_id": trace}})
     assert kept["trace_id"] == "pay-flow-1" and kept["request_id"] == "req-42"
+
+
+@pytest.mark.parametrize(
+    "query",
+    ["password=hunter2&user=bob", "user=bob&api_key=hunter2", "note, password: hunter2", "  password=hunter2"],
+)
+def test_a_query_beside_args_that_is_no_statement_is_masked_as_text(query: str) -> None:
+    # {"query": ..., "args": ...} is read as a SQL statement and its arguments; a "query" that is no statement (a
+    # query string in a request body) must not escape the text rules that a statement does not need.
+    body = Policy().apply({"request": {"body": {"query": query, "args": None}}})["request"]["body"]
+    assert "hunter2" not in json.dumps(body), body
