@@ -131,14 +131,17 @@ _CLEAN_CACHE_SIZE = 4096
 _KEY_CACHE_SIZE = 8192
 _CUT_WINDOW = 4096  # characters before the end of a cut text in which a cut secret is looked for
 _SQL_CACHE_SIZE = 2048
-# What a SQL statement or a GraphQL document starts with. A ``query`` beside ``args`` that starts otherwise (a query
+# What a SQL statement or a GraphQL document starts with: a comment, a keyword followed by a space, a bracket, ``*``,
+# ``;`` or the end (a keyword followed by ``=``, ``&``, ``:`` … is a query string's first parameter or a label), a
+# parenthesised statement, a GraphQL selection set. A ``query`` beside ``args`` that starts otherwise (a query
 # string, free text) is no statement: it is masked as text, password phrases included.
 _STATEMENT_START = re.compile(
-    r"\s*(?:/\*|--|[({]|(?:select|insert|update|delete|with|create|alter|drop|truncate|pragma|begin|start|commit"
-    r"|rollback|savepoint|release|set|reset|show|explain|describe|desc|call|exec|execute|merge|replace|upsert|values"
-    r"|grant|revoke|copy|lock|unlock|vacuum|analyze|analyse|declare|fetch|move|close|prepare|deallocate|listen"
-    r"|notify|unlisten|discard|use|refresh|cluster|reindex|comment|load|do|table|attach|detach|query|mutation"
-    r"|subscription|fragment)\b)",
+    r"\s*(?:/\*|--|\((?=\s*(?:\(|select\b|with\b|values\b|table\b))|\{(?=\s*[A-Za-z_.}])"
+    r"|(?:select|insert|update|delete|with|create|alter|drop|truncate|pragma|begin|start|commit|rollback|savepoint"
+    r"|release|set|reset|show|explain|describe|desc|call|exec|execute|merge|replace|upsert|values|grant|revoke|copy"
+    r"|lock|unlock|vacuum|analyze|analyse|declare|fetch|move|close|prepare|deallocate|listen|notify|unlisten|discard"
+    r"|use|refresh|cluster|reindex|comment|load|do|table|attach|detach|query|mutation|subscription|fragment)"
+    r"(?=[\s(){*;]|\Z))",
     re.IGNORECASE,
 )
 _NESTED_MAX = 4  # levels of text inside text (JSON, base64 of JSON, percent-encoding) that are looked into

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from ._json import DEPTH_MARKER, MAX_DEPTH, json_safe
+from ._json import DEPTH_MARKER, MAX_DEPTH, json_safe, key_text
 from .bridge import set_span_metadata
 from .buffer import MAX_METADATA_KEYS, Trail, TrailBuffer, TrailState
 
@@ -39,7 +39,7 @@ def snapshot(value: Any, depth: int = MAX_DEPTH) -> Any:
         return DEPTH_MARKER
     try:
         if kind is dict:
-            return {k if type(k) is str else str(k): snapshot(v, depth - 1) for k, v in value.items()}
+            return {k if type(k) is str else key_text(k): snapshot(v, depth - 1) for k, v in value.items()}
         if kind is list or kind is tuple:
             return [snapshot(v, depth - 1) for v in value]
         if getattr(kind, "__gotrails_json__", None) is not None:
