@@ -97,6 +97,21 @@ def to_plain(value: Any, depth: int) -> tuple[Any, int]:
     return value, depth
 
 
+def valid_unicode(value: Any) -> Any:
+    """``value`` (JSON types) with every lone surrogate in its strings and keys replaced by U+FFFD, in place where it
+    is a container: UTF-8, and so JSON output, cannot hold one (Python's ``json`` module decodes ``"\\ud800"`` to
+    one). Surrogate pairs become the character they encode."""
+    if type(value) is str:
+        return value.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+    if isinstance(value, dict):
+        items = [(valid_unicode(k) if type(k) is str else k, valid_unicode(v)) for k, v in value.items()]
+        value.clear()
+        value.update(items)
+    elif isinstance(value, list):
+        value[:] = [valid_unicode(v) for v in value]
+    return value
+
+
 def binary_summary(raw: bytes) -> dict[str, Any]:
     """How binary data appears in a trail: its size and hash, never its bytes."""
     return {"$binary": {"size": len(raw), "sha256": hashlib.sha256(raw).hexdigest()}}

@@ -34,6 +34,8 @@ from typing import TYPE_CHECKING, Any
 import orjson
 import rfc8785
 
+from ._json import valid_unicode
+
 if TYPE_CHECKING:
     from .config import TrailConfig
 
@@ -106,6 +108,19 @@ def canonical(value: Any) -> bytes:
             return _reference(value)
         return data
     return _reference(value)
+
+
+def _canonical_text(trail: dict[str, Any]) -> bytes:
+    """The canonical form of ``trail``, whose strings are first made valid Unicode when they are not (a lone
+    surrogate becomes U+FFFD, in ``trail``) and its integers beyond 2**53 text."""
+    try:
+        return canonical(trail)
+    except (rfc8785.CanonicalizationError, UnicodeError) as error:
+        if isinstance(error, rfc8785.IntegerDomainError):
+            raise
+        valid_unicode(trail)
+        safe_integers(trail)
+        return canonical(trail)
 
 
 def _differs(data: bytes) -> bool:
@@ -338,7 +353,9 @@ class Chain:
                     data = canonical(trail)
                 except rfc8785.IntegerDomainError:
                     safe_integers(trail)
-                    data = canonical(trail)
+                    data = _canonical_text(trail)
+                except (rfc8785.CanonicalizationError, UnicodeError):  # a lone surrogate (keys raise the latter)
+                    data = _canonical_text(trail)
                 if fit is not None and fit(trail, len(data) + _HASH_MEMBER):
                     data = canonical(trail)
             except Exception:

@@ -13,6 +13,8 @@ from typing import Any, NoReturn, overload
 
 import orjson
 
+from ._json import valid_unicode
+
 __all__ = ["FrozenDict", "FrozenList", "SealedTrail", "seal"]
 
 
@@ -174,5 +176,10 @@ class SealedTrail(Mapping[str, Any]):
 
 
 def seal(document: Mapping[str, Any]) -> SealedTrail:
-    """Serialise ``document`` (JSON types only) once and return it sealed."""
-    return SealedTrail(orjson.dumps(document, option=orjson.OPT_NON_STR_KEYS))
+    """Serialise ``document`` (JSON types only) once and return it sealed (a string that is not valid Unicode, a
+    lone surrogate, has it replaced by U+FFFD in ``document``, which must then be a dict)."""
+    try:
+        return SealedTrail(orjson.dumps(document, option=orjson.OPT_NON_STR_KEYS))
+    except orjson.JSONEncodeError:
+        valid_unicode(document)
+        return SealedTrail(orjson.dumps(document, option=orjson.OPT_NON_STR_KEYS))

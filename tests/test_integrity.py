@@ -140,7 +140,7 @@ def test_integers_beyond_2_53_become_strings_before_hashing() -> None:
 
 def test_a_trail_that_cannot_be_stamped_leaves_the_chain_unchanged() -> None:
     chain = Chain()
-    trail: dict[str, Any] = {"text": "\ud800 lone surrogate"}
+    trail: dict[str, Any] = {"text": "x", "bad": {1: "an integer key: no canonical JSON form"}}
     with pytest.raises(rfc8785.CanonicalizationError):
         chain.stamp(trail)
     assert "integrity" not in trail and chain.head == (0, GENESIS)

@@ -8,8 +8,10 @@ import json
 from typing import Any
 
 import pytest
+import rfc8785
 
 import gotrails_otel as gt
+from gotrails_otel import integrity as chain
 from gotrails_otel.redact import Policy
 from gotrails_otel.store import snapshot
 
@@ -70,3 +72,20 @@ def test_a_query_string_that_starts_with_a_statement_word_is_masked_as_text(quer
 def test_statements_stay_statements(statement: str) -> None:
     body = Policy().apply({"request": {"body": {"query": statement, "args": [1, 2]}}})["request"]["body"]
     assert body["query"] == statement
+
+
+@pytest.mark.parametrize("integrity", [True, False])
+def test_a_lone_surrogate_in_a_recorded_string_does_not_lose_the_trail(make_harness: Any, integrity: bool) -> None:
+    # Python's json module decodes "\ud800" to a lone surrogate, which UTF-8 cannot encode: a request carrying one
+    # must not be able to keep its own trail out of the audit log.
+    h = make_harness(integrity=integrity)
+    inst = h.instrumented()
+    with inst.fastapi_request("POST", "/", "/", 200):
+        gt.set_metadata(name="ab\ud800cd", pair="\U0001f600", **{"x\udfff": 1}, password="hunter2xyz")
+    trail = h.one()
+    assert trail["metadata"] == {"name": "ab\ufffdcd", "pair": "\U0001f600", "x\ufffd": 1, "password": "***"}
+    if integrity:  # its hash covers it as exported
+        (line,) = [r for r in h.exporter.get_finished_records() if "integrity" in r]
+        block = dict(line["integrity"])
+        expected = block.pop("hash")
+        assert chain.digest(rfc8785.dumps({**line, "integrity": block}), None) == expected
