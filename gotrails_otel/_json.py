@@ -46,6 +46,9 @@ def json_safe(value: Any, depth: int = MAX_DEPTH) -> Any:
         return json_safe(converted, depth - 1)
     if isinstance(value, Mapping):
         return {key_text(k): json_safe(v, depth - 1) for k, v in value.items()}
+    named = _named_fields(value)
+    if named is not None:
+        return {key_text(k): json_safe(v, depth - 1) for k, v in named.items()}
     if isinstance(value, (list, tuple, set, frozenset)):
         return [json_safe(v, depth - 1) for v in value]
     if isinstance(value, (bytes, bytearray, memoryview)):
@@ -55,6 +58,21 @@ def json_safe(value: Any, depth: int = MAX_DEPTH) -> Any:
         except UnicodeDecodeError:
             return binary_summary(raw)
     return {"$repr": _safe_repr(value)}
+
+
+def _named_fields(value: Any) -> dict[Any, Any] | None:
+    """A named tuple's (or a database row's: SQLAlchemy's ``Row``) fields by name, so masking sees the names
+    (``Creds(password=...)``); ``None`` for anything else, or when ``_asdict`` fails."""
+    if not hasattr(type(value), "_fields"):
+        return None
+    asdict = getattr(value, "_asdict", None)
+    if not callable(asdict):
+        return None
+    try:
+        fields = asdict()
+    except Exception:  # a hostile or broken _asdict: the value goes on as a sequence (or its repr)
+        return None
+    return dict(fields) if isinstance(fields, Mapping) else None
 
 
 PLAIN = frozenset({str, dict, list, int, float, bool, type(None)})
@@ -85,6 +103,9 @@ def to_plain(value: Any, depth: int) -> tuple[Any, int]:
             continue
         if isinstance(value, Mapping):
             return {key_text(k): v for k, v in value.items()}, depth
+        named = _named_fields(value)
+        if named is not None:
+            return {key_text(k): v for k, v in named.items()}, depth
         if isinstance(value, (list, tuple, set, frozenset)):
             return list(value), depth
         if isinstance(value, (bytes, bytearray, memoryview)):

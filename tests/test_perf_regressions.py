@@ -89,3 +89,27 @@ def test_a_lone_surrogate_in_a_recorded_string_does_not_lose_the_trail(make_harn
         block = dict(line["integrity"])
         expected = block.pop("hash")
         assert chain.digest(rfc8785.dumps({**line, "integrity": block}), None) == expected
+
+
+def test_named_tuples_and_rows_keep_their_field_names_so_secrets_are_masked(make_harness: Any) -> None:
+    import collections
+
+    import sqlalchemy as sa
+
+    creds = collections.namedtuple("creds", "user password")
+    engine = sa.create_engine("sqlite://")
+    with engine.connect() as conn:
+        row = conn.execute(sa.text("SELECT 'bob' AS user, 'row-pw-planted' AS password")).one()
+    h = make_harness()
+    with h.instrumented().fastapi_request("POST", "/", "/", 200):
+        gt.set_metadata(login=creds("bob", "nt-pw-planted"), row=row)
+        with gt.integration("custom", "vault.read") as call:
+            call.set_request({"who": creds("bob", "req-pw-planted")})
+    trail = h.one()
+    text = json.dumps(trail)
+    for planted in ("nt-pw-planted", "row-pw-planted", "req-pw-planted"):
+        assert planted not in text, trail
+    assert trail["metadata"]["login"] == {"user": "bob", "password": "***"}
+    assert trail["metadata"]["row"] == {"user": "bob", "password": "***"}
+    (item,) = trail["integrations"]
+    assert item["request"]["who"] == {"user": "bob", "password": "***"}
