@@ -104,6 +104,12 @@ class _Job:
         self.done: threading.Event | None = None if kind == "export" else threading.Event()
         self.result = False
 
+    def finish(self, result: bool) -> None:
+        """The job ran: tell its caller, if one waits (``force_flush``, ``shutdown``)."""
+        if self.done is not None:
+            self.result = result
+            self.done.set()
+
 
 class ExportQueue:
     """Sealed trails waiting for the exporter, and the export thread that sends them, one at a time.
@@ -247,10 +253,7 @@ class ExportQueue:
                         return
                     job = self._items.popleft()
                     self.nbytes -= job.size
-                result = self._do(job)
-                if job.done is not None:
-                    job.result = result
-                    job.done.set()
+                job.finish(self._do(job))
         finally:
             otel_context.detach(token)  # type: ignore[arg-type]
 
@@ -292,8 +295,7 @@ class ExportQueue:
         self._failures.report(what, TimeoutError(f"no answer within {self.timeout_s:g} s; abandoned"))
         if job.kind == "export":
             self._lost(job.arg)
-        if job.done is not None:
-            job.done.set()
+        job.finish(False)
         self._start()
         self._idle.notify_all()
         return None
@@ -334,9 +336,7 @@ class ExportQueue:
                         self._start()
                         return
                     self._current = None
-                    if job.done is not None:
-                        job.result = result
-                        job.done.set()
+                    job.finish(result)
                     self._idle.notify_all()
         finally:
             otel_context.detach(token)  # type: ignore[arg-type]
