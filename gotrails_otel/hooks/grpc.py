@@ -459,12 +459,19 @@ def _server_interceptor() -> Any:
             handler = continuation(details)
             if handler is None:
                 return None
-            return _wrap_handler(handler, details.method)
+            return _wrap_handler(handler, details.method, _unary, _streaming)
 
     return GotrailsServerInterceptor()
 
 
-def _wrap_handler(handler: Any, method: str) -> Any:
+def _wrap_handler(
+    handler: Any,
+    method: str,
+    unary: Callable[..., Any],
+    streaming: Callable[..., Any],
+) -> Any:
+    """``handler`` with each method wrapped by ``unary`` (one response) or ``streaming`` (a response stream): the
+    sync wrappers, or the grpc.aio ones for an aio server."""
     import grpc
 
     serializers = {
@@ -472,13 +479,13 @@ def _wrap_handler(handler: Any, method: str) -> Any:
         "response_serializer": handler.response_serializer,
     }
     if handler.unary_unary is not None:
-        return grpc.unary_unary_rpc_method_handler(_unary(handler.unary_unary, method, False), **serializers)
+        return grpc.unary_unary_rpc_method_handler(unary(handler.unary_unary, method, False), **serializers)
     if handler.unary_stream is not None:
-        return grpc.unary_stream_rpc_method_handler(_streaming(handler.unary_stream, method, False), **serializers)
+        return grpc.unary_stream_rpc_method_handler(streaming(handler.unary_stream, method, False), **serializers)
     if handler.stream_unary is not None:
-        return grpc.stream_unary_rpc_method_handler(_unary(handler.stream_unary, method, True), **serializers)
+        return grpc.stream_unary_rpc_method_handler(unary(handler.stream_unary, method, True), **serializers)
     if handler.stream_stream is not None:
-        return grpc.stream_stream_rpc_method_handler(_streaming(handler.stream_stream, method, True), **serializers)
+        return grpc.stream_stream_rpc_method_handler(streaming(handler.stream_stream, method, True), **serializers)
     return handler
 
 
@@ -605,27 +612,9 @@ def _aio_server_interceptor() -> Any:
             handler = await continuation(details)
             if handler is None:
                 return None
-            return _wrap_aio_handler(handler, details.method)
+            return _wrap_handler(handler, details.method, _aio_unary, _aio_streaming)
 
     return GotrailsAioServerInterceptor()
-
-
-def _wrap_aio_handler(handler: Any, method: str) -> Any:
-    import grpc
-
-    serializers = {
-        "request_deserializer": handler.request_deserializer,
-        "response_serializer": handler.response_serializer,
-    }
-    if handler.unary_unary is not None:
-        return grpc.unary_unary_rpc_method_handler(_aio_unary(handler.unary_unary, method, False), **serializers)
-    if handler.unary_stream is not None:
-        return grpc.unary_stream_rpc_method_handler(_aio_streaming(handler.unary_stream, method, False), **serializers)
-    if handler.stream_unary is not None:
-        return grpc.stream_unary_rpc_method_handler(_aio_unary(handler.stream_unary, method, True), **serializers)
-    if handler.stream_stream is not None:
-        return grpc.stream_stream_rpc_method_handler(_aio_streaming(handler.stream_stream, method, True), **serializers)
-    return handler
 
 
 def _aio_unary(behavior: Callable[..., Any], method: str, streaming_requests: bool) -> Callable[..., Any]:
