@@ -5,9 +5,11 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import jsonschema
+import orjson
 import pytest
 from opentelemetry import trace
 from opentelemetry.context import Context
@@ -15,6 +17,7 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor, TracerProvider
 
 from gotrails_otel import InMemoryTrailExporter, TrailConfig, TrailProcessor, trail_schema
+from gotrails_otel.integrity import is_checkpoint
 
 from .instrumentation import Instrumented
 
@@ -25,6 +28,16 @@ def validate_trail(trail: dict[str, Any]) -> None:
     """Fail the test when ``trail`` does not match the published schema."""
     errors = sorted(_VALIDATOR.iter_errors(trail), key=lambda e: list(e.path))
     assert not errors, "\n".join(f"{list(e.path)}: {e.message}" for e in errors)
+
+
+def trails_in_file(path: Path) -> list[dict[str, Any]]:
+    """The trails of a JSON-lines file another process may be appending to at this moment: whole lines only (a line
+    caught half-written is read next time), without the hash chain's checkpoints."""
+    if not path.exists():
+        return []
+    data = path.read_bytes()
+    records = [orjson.loads(line) for line in data[: data.rfind(b"\n") + 1].splitlines()]
+    return [record for record in records if not is_checkpoint(record)]
 
 
 def collect_trails(

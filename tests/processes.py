@@ -12,10 +12,9 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import orjson
 import pytest
 
-from .conftest import collect_trails
+from .conftest import collect_trails, trails_in_file
 from .services import free_port, stop_pid, wait_port
 
 APPS = Path(__file__).parent / "apps"
@@ -87,10 +86,7 @@ class AppProcess:
             raise AssertionError(self.log.read_text()) from None
 
     def lines(self) -> list[dict[str, Any]]:
-        if not self.trails_path.exists():
-            return []
-        records = [orjson.loads(line) for line in self.trails_path.read_bytes().splitlines()]
-        return [record for record in records if "record" not in record]  # without the hash chain's checkpoints
+        return trails_in_file(self.trails_path)
 
     def trails(self, count: int, timeout: float = 15) -> list[dict[str, Any]]:
         return collect_trails(self.lines, count, timeout, lambda: f"; log:\n{self.log.read_text()}")

@@ -19,7 +19,7 @@ from opentelemetry.context import Context
 
 from gotrails_otel import GotrailsPropagator
 
-from .conftest import collect_trails
+from .conftest import collect_trails, trails_in_file
 from .services import free_port, stop_pid, wait_port
 
 pytestmark = pytest.mark.service  # service processes under opentelemetry-instrument; never skipped in CI
@@ -64,13 +64,9 @@ class Service:
             raise AssertionError(self.log.read_text()) from None
 
     def trails(self, count: int, timeout: float = 10) -> list[dict[str, Any]]:
-        def fetch() -> list[dict[str, Any]]:
-            if not self.trails_path.exists():
-                return []
-            records = [orjson.loads(line) for line in self.trails_path.read_bytes().splitlines()]
-            return [r for r in records if "record" not in r]  # without the hash chain's checkpoints
-
-        return collect_trails(fetch, count, timeout, lambda: f"; log:\n{self.log.read_text()}")
+        return collect_trails(
+            lambda: trails_in_file(self.trails_path), count, timeout, lambda: f"; log:\n{self.log.read_text()}"
+        )
 
     def stop(self) -> None:
         self.process.terminate()

@@ -76,3 +76,21 @@ def test_demo_without_redis_skips_it_with_one_line(tmp_path: Path) -> None:
     assert result.stdout.count("skipped: redis-server is not installed") == 1
     ok = next(t for t in trails if t["request"].get("path") == "/v1/payments")
     assert [i["type"] for i in ok["integrations"]] == ["database", "http", "http", "kafka", "grpc"]
+
+
+def test_demo_reads_only_whole_lines_while_other_processes_append(tmp_path: Path) -> None:
+    """The demo reads the trails file while the ledger's and the UserService's processes append to it: a line caught
+    half-written (no newline yet) is left for the next read, not parsed."""
+    from gotrails_otel.demo.run import _complete_lines, _next_request_trail
+
+    path = tmp_path / "trails.jsonl"
+    whole = orjson.dumps({"entry": {"kind": "http", "name": "POST /v1/payments"}, "request": {"path": "/v1/payments"}})
+    path.write_bytes(whole + b"\n" + whole[:40])
+    assert _complete_lines(path) == [whole]
+    trail, others, seen = _next_request_trail(path, 0, timeout=1)
+    assert (trail["request"]["path"], others, seen) == ("/v1/payments", [], 1)
+    with pytest.raises(TimeoutError):  # the half line is not read as a trail, however long it stays half
+        _next_request_trail(path, 1, timeout=0.2)
+    with path.open("ab") as stream:
+        stream.write(whole[40:] + b"\n")
+    assert _next_request_trail(path, 1, timeout=1)[2] == 2

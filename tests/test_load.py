@@ -22,13 +22,11 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import orjson
 import pytest
 
 import gotrails_otel as gt
-from gotrails_otel.integrity import is_checkpoint
 
-from .conftest import validate_trail
+from .conftest import trails_in_file, validate_trail
 from .services import free_port, wait_port
 from .test_auto import APPS, BASE_ENV, _instrument_bin
 
@@ -87,10 +85,7 @@ class Server:
 
     def trails(self) -> list[dict[str, Any]]:
         """The trails written so far (without the hash chain's checkpoints)."""
-        if not self.trails_path.exists():
-            return []
-        records = [orjson.loads(line) for line in self.trails_path.read_bytes().splitlines()]
-        return [record for record in records if not is_checkpoint(record)]
+        return trails_in_file(self.trails_path)
 
 
 def _uvicorn(tmp_path: Path, name: str, upstream: str, redis_url: str, env: dict[str, str] | None = None) -> Server:

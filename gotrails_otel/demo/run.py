@@ -182,8 +182,17 @@ def _kafka(stack: contextlib.ExitStack) -> tuple[Any, str]:
     return producer, f"Kafka: Tansu broker on {broker.url}"
 
 
+def _complete_lines(path: Path) -> list[bytes]:
+    """The lines of ``path`` that are whole: a line another process is writing at this moment (its newline not yet
+    there) is left for the next read."""
+    if not path.exists():
+        return []
+    data = path.read_bytes()
+    return data[: data.rfind(b"\n") + 1].splitlines()
+
+
 def _line_count(path: Path) -> int:
-    return len(path.read_bytes().splitlines()) if path.exists() else 0
+    return len(_complete_lines(path))
 
 
 def _next_request_trail(path: Path, seen: int, timeout: float = 10) -> tuple[dict[str, Any], list[dict[str, Any]], int]:
@@ -192,7 +201,7 @@ def _next_request_trail(path: Path, seen: int, timeout: float = 10) -> tuple[dic
     others: list[dict[str, Any]] = []
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        lines = path.read_bytes().splitlines() if path.exists() else []
+        lines = _complete_lines(path)
         while len(lines) > seen:
             trail = json.loads(lines[seen])
             seen += 1
