@@ -70,6 +70,14 @@ def test_canonical_equals_the_rfc8785_reference(value: Any) -> None:
     assert canonical(value) == rfc8785.dumps(value)
 
 
+@pytest.mark.parametrize("size", [0, 1, 2046, 2047, 2048, 4094, 4095, 5_000, 65_536])
+def test_digest_is_sha256_and_hmac_sha256_of_the_whole_data_whatever_its_size(size: int) -> None:
+    """The digest is fed in pieces (so that hashlib keeps the GIL): the result is the one-shot hash all the same."""
+    data, key = os.urandom(size), os.urandom(32)
+    assert digest(data, None) == hashlib.sha256(data).hexdigest()
+    assert digest(data, key) == hmac.digest(key, data, "sha256").hex()
+
+
 @pytest.mark.parametrize("number", _EDGE_FLOATS)
 def test_canonical_numbers_are_written_as_ecmascript_writes_them(number: float) -> None:
     document = {"a": number, "b": [number], "c": {"d": number}}
