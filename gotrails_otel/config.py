@@ -85,8 +85,9 @@ class TrailConfig:
         max_buffer_bytes: estimated bytes that the trails in flight may hold together (spans, payloads, bodies);
             past it the oldest trail is flushed as incomplete, reason ``memory``; flushed trails waiting for the fold
             may hold as much again (``GOTRAILS_MAX_BUFFER_BYTES``).
-        export_timeout_ms: deadline of each export (and of the exporter's flush); an exporter that has not returned
-            by then is abandoned to its thread and the failure counted (``GOTRAILS_EXPORT_TIMEOUT_MS``).
+        export_timeout_ms: deadline of each export call (one trail, or one batch for an exporter with
+            ``export_batch``) and of the exporter's flush; an exporter that has not returned by then is abandoned to
+            its thread and the failure counted (``GOTRAILS_EXPORT_TIMEOUT_MS``).
         export_queue_size, export_queue_bytes: sealed trails waiting for the exporter, by count and by bytes of
             JSON; what does not fit is dropped and counted, never held (``GOTRAILS_EXPORT_QUEUE_SIZE``,
             ``GOTRAILS_EXPORT_QUEUE_BYTES``).

@@ -1,8 +1,9 @@
 """Trail exporters: where a sealed trail goes (OTel logs, stdout, a file, memory).
 
 Every exporter receives the same :class:`~gotrails_otel.sealed.SealedTrail`, on gotrails' export thread (never on
-a request thread), one at a time, each call with a deadline (``GOTRAILS_EXPORT_TIMEOUT_MS``). Exporters are reset
-after ``fork()``: a lock held by the export thread at the fork is not inherited as held.
+a request thread), one call at a time, each call with a deadline (``GOTRAILS_EXPORT_TIMEOUT_MS``); an exporter with
+an ``export_batch`` method gets the trails queued together in one call. Exporters are reset after ``fork()``: a lock
+held by the export thread at the fork is not inherited as held.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import sys
 import threading
 import time
 import weakref
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime
 from typing import IO, Any, Protocol, runtime_checkable
 
@@ -55,6 +56,12 @@ class TrailExporter(Protocol):
     ``export`` may raise; the processor counts the failure, logs it (once per kind and interval, with a count) and
     goes on with the next trail. An export that outlives its deadline is abandoned and counted. ``force_flush`` and
     ``shutdown`` also run on the export thread, within the caller's timeout.
+
+    An exporter may also have ``export_batch(trails: Sequence[SealedTrail]) -> None`` (optional, not part of the
+    protocol's checks): the export thread then hands it the trails queued together (at most 64, about 1 MiB, in
+    order) in one call, with one deadline for the call. If it raises, every trail of the batch counts as failed
+    (an :class:`ExportError` names the failing exporters: each is counted for the whole batch). Without it, ``export``
+    is called once per trail, each with its own deadline. The file and stdout exporters have it.
     """
 
     def export(self, trail: SealedTrail) -> None:
@@ -74,6 +81,53 @@ class ExportError(Exception):
         self.failures = list(failures)
         names = ", ".join(f"{exporter_name(e)}: {type(x).__name__}: {x}" for e, x in self.failures)
         super().__init__(f"{len(self.failures)} exporter(s) failed: {names}")
+
+
+BatchExport = Callable[[Sequence[SealedTrail]], None]
+Failure = tuple[TrailExporter, BaseException, Sequence[SealedTrail]]
+"""An exporter that failed, its exception, and the trails it did not take."""
+
+
+class _BatchExportError(ExportError):
+    """Raised by ``export_batch`` when it knows which trails each failing exporter did not take (the others did)."""
+
+    def __init__(self, failures: Sequence[Failure]) -> None:
+        super().__init__([(exporter, error) for exporter, error, _ in failures])
+        self.trails = [trails for _, _, trails in failures]
+
+
+def batch_method(exporter: object) -> BatchExport | None:
+    """``exporter.export_batch`` when it has one (it may be ``None``: a composite whose parts cannot all take one)."""
+    method = getattr(exporter, "export_batch", None)
+    return method if callable(method) else None
+
+
+def failures_of(exporter: TrailExporter, error: Exception, trails: Sequence[SealedTrail]) -> list[Failure]:
+    """What ``error``, raised by ``exporter`` for ``trails``, cost: each failing exporter and the trails it lost."""
+    if isinstance(error, _BatchExportError):
+        return [(failed, cause, lost) for (failed, cause), lost in zip(error.failures, error.trails, strict=True)]
+    if isinstance(error, ExportError):
+        return [(failed, cause, trails) for failed, cause in error.failures]
+    return [(exporter, error, trails)]
+
+
+def export_each(exporter: TrailExporter, trails: Sequence[SealedTrail]) -> list[Failure]:
+    """Send ``trails`` to ``exporter``: in one ``export_batch`` call when it has one, else one ``export`` per trail;
+    return what failed (never raises an ``Exception``)."""
+    batch = batch_method(exporter)
+    if batch is not None:
+        try:
+            batch(trails)
+        except Exception as error:  # returned to the caller, which counts it
+            return failures_of(exporter, error, trails)
+        return []
+    failures: list[Failure] = []
+    for trail in trails:
+        try:
+            exporter.export(trail)
+        except Exception as error:  # one trail's failure does not stop the others
+            failures.extend(failures_of(exporter, error, (trail,)))
+    return failures
 
 
 def exporter_name(exporter: object) -> str:
@@ -186,21 +240,36 @@ class StdoutTrailExporter:
         self._lock = threading.Lock()
 
     def export(self, trail: SealedTrail) -> None:
+        self._write((trail.data,))
+
+    def export_batch(self, trails: Sequence[SealedTrail]) -> None:
+        """Write several trails, one line each, in order: lines that fit in ``PIPE_BUF`` together go out in one
+        write (so no line is split where one line alone would not be)."""
+        if type(self).export is not StdoutTrailExporter.export:  # a subclass's own export sees every trail
+            for trail in trails:
+                self.export(trail)
+            return
+        self._write([trail.data for trail in trails])
+
+    def _write(self, records: Sequence[bytes]) -> None:
         with self._lock:
             if self._stream is not None:
-                self._stream.write(trail.data + b"\n")
-                self._stream.flush()
+                for group in _pipe_groups(records):
+                    self._stream.write(b"".join([record + b"\n" for record in group]))
+                    self._stream.flush()
                 return
-            text = trail.data.decode("utf-8") + "\n"
             locked = _locked_stdout()
             if locked is not None:
                 locked.original.flush()  # anything still written through the original object goes first
-                locked.write_line(_encodable(text, locked.encoding), 0.1)
+                for group in _pipe_groups(records):
+                    locked.write_line(_text_lines(group, locked.encoding), 0.1)
                 return
             stream = sys.stdout
             if stream is None:  # pythonw, or stdout closed: nowhere to write
                 raise RuntimeError("gotrails: sys.stdout is not available")
-            stream.write(_encodable(text, getattr(stream, "encoding", None) or "utf-8"))
+            encoding = getattr(stream, "encoding", None) or "utf-8"
+            for group in _pipe_groups(records):
+                stream.write(_text_lines(group, encoding))
             stream.flush()
 
     def force_flush(self, timeout_millis: int = 30_000) -> bool:
@@ -209,6 +278,33 @@ class StdoutTrailExporter:
 
     def shutdown(self) -> None:
         """Nothing to release: the stream belongs to the caller."""
+
+
+# Bytes a pipe writes in one piece, whatever other processes write to it (POSIX's minimum, Linux's value).
+_PIPE_BUF = 4096
+
+
+def _pipe_groups(records: Sequence[bytes]) -> list[Sequence[bytes]]:
+    """``records`` in order, grouped so that each group's lines fit in ``PIPE_BUF`` (a longer line alone)."""
+    if len(records) == 1:
+        return [records]
+    groups: list[Sequence[bytes]] = []
+    group: list[bytes] = []
+    size = 0
+    for record in records:
+        if group and size + len(record) + 1 > _PIPE_BUF:
+            groups.append(group)
+            group, size = [], 0
+        group.append(record)
+        size += len(record) + 1
+    if group:
+        groups.append(group)
+    return groups
+
+
+def _text_lines(records: Sequence[bytes], encoding: str) -> str:
+    """``records`` as text lines that can be written in ``encoding`` (see :func:`_encodable`)."""
+    return "".join([_encodable(record.decode("utf-8") + "\n", encoding) for record in records])
 
 
 def _encodable(text: str, encoding: str) -> str:
@@ -225,14 +321,15 @@ def _encodable(text: str, encoding: str) -> str:
 class FileTrailExporter:
     """Appends one JSON line per trail to ``path`` (created with its parent folders when missing).
 
-    * Each line is one ``write`` on a file opened with ``O_APPEND``, so lines from several processes appending to the
-      same file do not interleave.
+    * Each line, or each batch of whole lines (:meth:`export_batch`), is one ``write`` on a file opened with
+      ``O_APPEND``, so lines from several processes appending to the same file do not interleave.
     * When ``path`` no longer names the open file (moved or deleted by logrotate or an operator), the file is reopened
       before the next line, as ``logging.handlers.WatchedFileHandler`` does: no trail goes to an unlinked file.
     * With ``max_bytes`` > 0 the file is rotated before a line would take it past ``max_bytes``: ``path`` → ``path.1``
       → … → ``path.N`` (``N`` = ``backups``; the oldest beyond it is deleted), logrotate's naming. Several processes
       may append to and rotate the same file: the check and the rotation run under an ``fcntl.flock`` on
-      ``path + ".lock"``, and a process whose file was rotated by another reopens ``path`` before its next line.
+      ``path + ".lock"`` (as do the check and the write of a batch of lines), and a process whose file was rotated by
+      another reopens ``path`` before its next line.
     """
 
     def __init__(self, path: str | os.PathLike[str], max_bytes: int = 0, backups: int = 5) -> None:
@@ -271,35 +368,103 @@ class FileTrailExporter:
         return stat.st_size
 
     def export(self, trail: SealedTrail) -> None:
-        line = trail.data + b"\n"
         with self._lock:
-            if self._closed or self._fd is None:
-                raise RuntimeError(f"gotrails: file exporter for {self.path} is shut down")
-            size = self._current_size()
-            if size is None:
-                self._open()
-                size = 0
-            if self.max_bytes and size and size + len(line) > self.max_bytes:
-                self._rotate(len(line))
-            fd = self._fd
-            assert fd is not None
-            view = memoryview(line)
+            self._check_open()
+            self._append(trail.data + b"\n")
+
+    def export_batch(self, trails: Sequence[SealedTrail]) -> None:
+        """Append several trails, one line each, in order, with one ``write`` (and one check of the file).
+
+        With ``max_bytes``, a batch that would take the file past it is written line by line, each line rotating the
+        file first when it would pass the limit. When the write fails part-way, the trails whose lines were written
+        whole count as exported, the others as failed.
+        """
+        if type(self).export is not FileTrailExporter.export:  # a subclass's own export sees every trail
+            for trail in trails:
+                self.export(trail)
+            return
+        if not trails:
+            return
+        data = b"\n".join([*(trail.data for trail in trails), b""])
+        with self._lock:
+            self._check_open()
+            if not self.max_bytes:
+                if self._current_size() is None:
+                    self._open()
+                self._write(data, trails)
+                return
+            with self._rotation_lock():  # no other process checks and writes a batch in between
+                size = self._current_size()
+                if size is None:
+                    self._open()
+                    size = 0
+                if size + len(data) <= self.max_bytes:
+                    self._write(data, trails)
+                    return
+            failures: list[Failure] = []
+            for trail in trails:  # past the limit: the rule of single lines (outside the flock: rotating takes it)
+                try:
+                    self._append(trail.data + b"\n")
+                except Exception as error:  # the other lines are still written, as they would be one by one
+                    failures.append((self, error, (trail,)))
+            if failures:
+                raise _BatchExportError(failures)
+
+    def _check_open(self) -> None:
+        if self._closed or self._fd is None:
+            raise RuntimeError(f"gotrails: file exporter for {self.path} is shut down")
+
+    def _append(self, line: bytes) -> None:
+        """With the lock held: append one line, reopening or rotating the file first when due."""
+        size = self._current_size()
+        if size is None:
+            self._open()
+            size = 0
+        if self.max_bytes and size and size + len(line) > self.max_bytes:
+            self._rotate(len(line))
+        fd = self._fd
+        assert fd is not None
+        view = memoryview(line)
+        while view:
+            written = os.write(fd, view)
+            view = view[written:]
+
+    def _write(self, data: bytes, trails: Sequence[SealedTrail]) -> None:
+        """With the lock held: append ``data``, the lines of ``trails``; on failure say which trails it cost."""
+        fd = self._fd
+        assert fd is not None
+        view = memoryview(data)
+        done = 0
+        try:
             while view:
                 written = os.write(fd, view)
                 view = view[written:]
+                done += written
+        except OSError as error:
+            whole = data.count(b"\n", 0, done)  # lines written whole before the failure
+            if not whole:
+                raise
+            raise _BatchExportError([(self, error, trails[whole:])]) from error
 
-    def _rotate(self, incoming: int) -> None:
-        """Rotate under the cross-process lock, unless another process did it already."""
+    @contextlib.contextmanager
+    def _rotation_lock(self) -> Iterator[None]:
+        """The cross-process lock on ``path + ".lock"`` (a fresh open file: a descriptor shared with a forked process
+        would not exclude it)."""
         lock_fd = os.open(self.path + ".lock", os.O_WRONLY | os.O_CREAT, 0o640)
         try:
             if fcntl is not None:
                 fcntl.flock(lock_fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(lock_fd)  # closing releases the flock
+
+    def _rotate(self, incoming: int) -> None:
+        """Rotate under the cross-process lock, unless another process did it already."""
+        with self._rotation_lock():
             size = self._current_size()
             if size is not None and size and size + incoming > self.max_bytes:
                 self._shift()
             self._open()  # the new file (or the one another process has just opened at path)
-        finally:
-            os.close(lock_fd)  # closing releases the flock
 
     def _shift(self) -> None:
         for n in range(self.backups, 0, -1):
@@ -448,10 +613,27 @@ def _timestamp_ns(value: Any) -> int | None:
 
 
 class _MultiExporter:
-    """Sends each trail to several exporters; one failing does not stop the others, and every failure is reported."""
+    """Sends each trail to several exporters; one failing does not stop the others, and every failure is reported.
+
+    It takes batches (``export_batch``) when every one of its exporters does, and hands each the whole batch.
+    """
 
     def __init__(self, exporters: Sequence[TrailExporter]) -> None:
         self.exporters = tuple(exporters)
+
+    @property
+    def export_batch(self) -> BatchExport | None:
+        """The batch export, when every exporter has one (else trails come one by one, each with its deadline)."""
+        if all(batch_method(exporter) is not None for exporter in self.exporters):
+            return self._export_batch
+        return None
+
+    def _export_batch(self, trails: Sequence[SealedTrail]) -> None:
+        failures: list[Failure] = []
+        for exporter in self.exporters:
+            failures.extend(export_each(exporter, trails))
+        if failures:
+            raise _BatchExportError(failures)
 
     def export(self, trail: SealedTrail) -> None:
         failures: list[tuple[TrailExporter, BaseException]] = []
@@ -511,6 +693,11 @@ class _AutoExporter:
 
     def export(self, trail: SealedTrail) -> None:
         self._choose().export(trail)
+
+    @property
+    def export_batch(self) -> BatchExport | None:
+        """The chosen exporter's batch export, if it has one (looked up on the export thread, which chooses)."""
+        return batch_method(self._choose())
 
     def force_flush(self, timeout_millis: int = 30_000) -> bool:
         flush = getattr(self._chosen, "force_flush", None)

@@ -148,25 +148,26 @@ class FailureLog:
     def reset_lock(self) -> None:
         self._lock = threading.Lock()
 
-    def report(self, what: str, error: BaseException | Callable[[], BaseException]) -> None:
-        """Log ``error`` (or the error ``error()`` makes, called only when it is logged) for ``what``."""
+    def report(self, what: str, error: BaseException | Callable[[], BaseException], count: int = 1) -> None:
+        """Log ``error`` (or the error ``error()`` makes, called only when it is logged) for ``what``; ``count``:
+        how many times it happened (one error that cost several trails)."""
         kind = (what, type(error).__qualname__)
         now = time.monotonic()
         with self._lock:
             entry = self._seen.get(kind)
             if entry is not None and now - entry[0] < self.interval:
-                entry[1] += 1
+                entry[1] += count
                 if isinstance(error, BaseException):
                     entry[2] = error
                 return
             if not isinstance(error, BaseException):
                 error = error()
             if entry is None:
-                self._seen[kind] = [now, 0, error]
+                self._seen[kind] = [now, count - 1, error]
                 first, suppressed = True, 0
             else:
                 first, suppressed = False, entry[1]
-                self._seen[kind] = [now, 0, error]
+                self._seen[kind] = [now, count - 1, error]
         if first:
             log_failure(
                 _log,

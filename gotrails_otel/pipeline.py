@@ -4,11 +4,11 @@ Per trail, on the flush thread (``gotrails-flush``)::
 
     fold → Policy.apply (mask and limit) → stages (sampling, integrity stamp) → seal → export queue
 
-then, on the export thread (``gotrails-export``), each sealed trail goes to the exporter with a deadline. The flush
-thread also keeps the trails' deadlines (grace, age), checked between every two trails, so they hold whatever the
-load, and watches the export deadline: an export that has not returned in time is abandoned to its thread, counted,
-and a new export thread takes over the queue. The export queue is bounded by count and bytes; what does not fit is
-counted (``trails.export_queue_full``), never held.
+then, on the export thread (``gotrails-export``), the sealed trails go to the exporter, a run of them at a time, with
+a deadline (see :class:`ExportQueue`). The flush thread also keeps the trails' deadlines (grace, age), checked
+between every two trails, so they hold whatever the load, and watches the export deadline: an export that has not
+returned in time is abandoned to its thread, counted, and a new export thread takes over the queue. The export queue
+is bounded by count and bytes; what does not fit is counted (``trails.export_queue_full``), never held.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from opentelemetry import context as otel_context
 
 from .buffer import FLUSH_DELAY_S, FlushReason, Trail, TrailBuffer
 from .config import TrailConfig
-from .exporters import ExportError, TrailExporter, exporter_name
+from .exporters import ExportError, Failure, TrailExporter, batch_method, exporter_name, failures_of
 from .fold import FoldInput, fold
 from .integrity import Chain
 from .metrics import Counters, FailureLog
@@ -59,6 +59,10 @@ in the order trails are exported."""
 MAX_ABANDONED_EXPORTS = 2
 # Sealed trails handed to the export thread at once (one wake-up per batch, not per trail).
 _EXPORT_BATCH = 32
+# Sealed trails the export thread takes from its queue at once (one lock round trip, and one call of an exporter's
+# export_batch), and their bytes (a single larger trail is taken alone).
+_BATCH_TRAILS = 64
+_BATCH_BYTES = 1 << 20
 
 
 class DropTrail(Exception):
@@ -111,12 +115,52 @@ class _Job:
             self.done.set()
 
 
-class ExportQueue:
-    """Sealed trails waiting for the exporter, and the export thread that sends them, one at a time.
+class _Batch:
+    """Export jobs the export thread took from the queue together, and who owns each of their trails.
 
-    Bounded by ``max_items`` and ``max_bytes`` (of sealed JSON). Each export, and each ``force_flush``/``shutdown`` of
-    the exporter, runs on the export thread with a deadline of ``timeout_s``; callers never run the exporter
-    themselves and wait for it at most their own timeout.
+    A trail leaves ``pending`` when the export thread takes it (``popleft``) to hand it to the exporter, or when the
+    watchdog abandons the batch (or the queue closes) and takes what is left; a deque's operations are atomic, so
+    each trail goes to exactly one of them, without the queue's lock. What is in the exporter is in ``inflight``
+    while the call runs: the thread pops it when the call returns, the watchdog when it abandons the call, and
+    whoever pops it accounts for those trails (exported, failed or lost), once.
+    """
+
+    __slots__ = ("deadline", "inflight", "pending", "size")
+
+    def __init__(self, jobs: list[_Job], size: int) -> None:
+        self.pending: deque[_Job] = deque(jobs)
+        self.inflight: deque[list[_Job]] = deque()
+        self.size = size  # bytes of its trails still counted in the queue's bytes (until the batch is done)
+        self.deadline = 0.0
+
+    def claim_pending(self) -> list[_Job]:
+        """Take the jobs not handed to the exporter yet, in order."""
+        taken: list[_Job] = []
+        while True:
+            try:
+                taken.append(self.pending.popleft())
+            except IndexError:
+                return taken
+
+
+class ExportQueue:
+    """Sealed trails waiting for the exporter, and the export thread that sends them, in order.
+
+    Bounded by ``max_items`` and ``max_bytes`` (of sealed JSON); the trails of the batch being exported count until
+    it is done. Each export, and each ``force_flush``/``shutdown`` of the exporter, runs on the export thread with a
+    deadline of ``timeout_s``; callers never run the exporter themselves and wait for it at most their own timeout.
+
+    The export thread takes the run of trails at the head of the queue at once (at most 64 trails or 1 MiB; a
+    ``force_flush`` or ``shutdown`` ends the run and keeps its place), with one lock round trip:
+
+    * an exporter with ``export_batch`` gets the run in one call, whose deadline is its start plus ``timeout_s``;
+      abandoned past it, every trail of the call is lost (counted in ``failures.export_timeout``, each one, and
+      reported to ``on_lost``);
+    * any other exporter gets one ``export`` call per trail; each trail's deadline is its own start plus
+      ``timeout_s`` (the deadline is moved on as each trail is done, without the lock), so a slow exporter that
+      keeps answering is never abandoned for the length of a run. Abandoned past a deadline, the trail in the
+      exporter is lost and counted; the trails of the run it had not been given yet go back to the head of the
+      queue, in order, for the next export thread, as if they had never been taken.
     """
 
     def __init__(
@@ -147,8 +191,9 @@ class ExportQueue:
         self._work = threading.Condition(self.lock)
         self._idle = threading.Condition(self.lock)
         self._items: deque[_Job] = deque()
-        self.nbytes = 0
-        self._current: _Job | None = None
+        self.nbytes = 0  # of the queued trails and of the batch being exported
+        self._held = 0  # trails of the batch being exported, until it is done
+        self._current: _Job | _Batch | None = None
         self._generation = 0
         self._abandoned = 0
         self._running = False
@@ -164,7 +209,9 @@ class ExportQueue:
         self._exporter = exporter
 
     def __len__(self) -> int:
-        return len(self._items)
+        """Queued jobs, with the trails of the batch being exported not handed to the exporter yet."""
+        current = self._current
+        return len(self._items) + (len(current.pending) if isinstance(current, _Batch) else 0)
 
     def busy(self) -> bool:
         """Whether anything is queued or being exported."""
@@ -181,7 +228,7 @@ class ExportQueue:
                 if self._closed:
                     self._counters.dropped("trails", "exporter_shut_down")
                     lost.append(trail)
-                elif len(self._items) >= self.max_items or self.nbytes + size > self.max_bytes:
+                elif len(self._items) + self._held >= self.max_items or self.nbytes + size > self.max_bytes:
                     self._counters.dropped("trails", "export_queue_full")
                     self._failures.report("queueing a trail for export", self._overflow)
                     lost.append(trail)
@@ -251,9 +298,13 @@ class ExportQueue:
                 with self.lock:
                     if self._running or not self._items:
                         return
-                    job = self._items.popleft()
-                    self.nbytes -= job.size
-                job.finish(self._do(job))
+                    work = self._take()
+                if isinstance(work, _Batch):
+                    self._export(work)
+                    with self.lock:
+                        self._done(work)
+                else:
+                    work.finish(self._do(work))
         finally:
             otel_context.detach(token)  # type: ignore[arg-type]
 
@@ -261,9 +312,11 @@ class ExportQueue:
         """Refuse new work; what is still queued is dropped and counted."""
         with self.lock:
             self._closed = True
-            left = [job for job in self._items if job.kind == "export"]
+            current = self._current
+            left = self._claim_pending(current) if isinstance(current, _Batch) else []
+            left += [job for job in self._items if job.kind == "export"]
             self._items.clear()
-            self.nbytes = 0
+            self.nbytes -= sum(job.size for job in left)  # what is left counts the batch still in the exporter
             self._work.notify_all()
         if left:
             self._counters.dropped("trails", "unexported_at_shutdown", len(left))
@@ -279,23 +332,34 @@ class ExportQueue:
             return self._supervise(now)
 
     def _supervise(self, now: float) -> float | None:
-        job = self._current
-        if job is None:
+        work = self._current
+        if work is None:
             return None
-        if job.deadline > now:
-            return job.deadline
+        if work.deadline > now:
+            return work.deadline
         # The exporter has not returned in time: leave it to its thread, and let a new thread go on with the queue.
         self._generation += 1
         self._current = None
         self._abandoned += 1
         self._running = False
         name = exporter_name(self._exporter)
-        what = f"exporting to {name}" if job.kind == "export" else f"{job.kind} of {name}"
-        self._counters.failed("export_timeout", exporter=name)
-        self._failures.report(what, TimeoutError(f"no answer within {self.timeout_s:g} s; abandoned"))
-        if job.kind == "export":
-            self._lost(job.arg)
-        job.finish(False)
+        timeout = TimeoutError(f"no answer within {self.timeout_s:g} s; abandoned")
+        if isinstance(work, _Batch):
+            # What the exporter was not given yet goes back to the head of the queue; what it holds is lost.
+            self._items.extendleft(reversed(self._claim_pending(work)))
+            try:
+                lost = [job.arg for job in work.inflight.pop()]
+            except IndexError:  # between two trails: none is in the exporter
+                lost = []
+            self._done(work)
+            self._counters.failed("export_timeout", max(len(lost), 1), exporter=name)
+            self._failures.report(f"exporting to {name}", timeout, max(len(lost), 1))
+            for trail in lost:
+                self._lost(trail)
+        else:
+            self._counters.failed("export_timeout", exporter=name)
+            self._failures.report(f"{work.kind} of {name}", timeout)
+            work.finish(False)
         self._start()
         self._idle.notify_all()
         return None
@@ -325,29 +389,122 @@ class ExportQueue:
                     if not self._items:  # closed, and nothing left
                         self._running = False
                         return
-                    job = self._items.popleft()
-                    self.nbytes -= job.size
-                    job.deadline = time.monotonic() + self.timeout_s
-                    self._current = job
-                result = self._do(job)
+                    work = self._take()
+                    work.deadline = time.monotonic() + self.timeout_s
+                    self._current = work
+                if isinstance(work, _Batch):
+                    self._export(work)
+                    result = True
+                else:
+                    result = self._do(work)
                 with self.lock:
                     if generation != self._generation:  # abandoned while it ran: a newer thread owns the queue
                         self._abandoned -= 1
                         self._start()
                         return
                     self._current = None
-                    job.finish(result)
+                    if isinstance(work, _Batch):
+                        self._done(work)
+                    else:
+                        work.finish(result)
                     self._idle.notify_all()
         finally:
             otel_context.detach(token)  # type: ignore[arg-type]
             self._own_threads.discard(ident)
 
+    def _take(self) -> _Job | _Batch:
+        """With the lock held and something queued: the ``force_flush``/``shutdown`` at the head, or the run of
+        exports at the head (bounded by ``_BATCH_TRAILS`` and ``_BATCH_BYTES``), which stays counted in the queue's
+        bounds until it is done."""
+        items = self._items
+        first = items.popleft()
+        if first.kind != "export":
+            return first
+        jobs, size = [first], first.size
+        while items and len(jobs) < _BATCH_TRAILS:
+            job = items[0]
+            if job.kind != "export" or size + job.size > _BATCH_BYTES:
+                break
+            jobs.append(items.popleft())
+            size += job.size
+        self._held = len(jobs)
+        return _Batch(jobs, size)
+
+    def _claim_pending(self, batch: _Batch) -> list[_Job]:
+        """With the lock held: take the jobs of ``batch`` not handed to the exporter yet off it (and off its count)."""
+        jobs = batch.claim_pending()
+        taken = sum(job.size for job in jobs)
+        batch.size -= taken
+        self._held -= len(jobs)
+        return jobs
+
+    def _done(self, batch: _Batch) -> None:
+        """With the lock held: ``batch`` is done (exported, or abandoned): its trails leave the queue's bounds."""
+        self.nbytes -= batch.size
+        batch.size = 0
+        self._held = 0
+
+    def _export(self, batch: _Batch) -> None:
+        """Export the trails of ``batch``, in order: in one ``export_batch`` call when the exporter has it, else one
+        ``export`` per trail, each with its own deadline. A trail the watchdog took back (or accounted as lost) is
+        left alone; every failure is counted, per trail and per failing exporter."""
+        exporter = self._exporter
+        pending, inflight = batch.pending, batch.inflight
+        export_batch = batch_method(exporter)
+        if export_batch is not None:
+            jobs = batch.claim_pending()
+            if not jobs:
+                return
+            trails = [job.arg for job in jobs]
+            inflight.append(jobs)
+            failures: list[Failure] = []
+            try:
+                export_batch(trails)
+            except Exception as error:  # an exporter failure must not stop the other trails
+                failures = failures_of(exporter, error, trails)
+            try:
+                inflight.pop()
+            except IndexError:  # abandoned meanwhile: the watchdog counted these trails as lost
+                return
+            if failures:
+                self._export_failed(failures)
+            return
+        export = exporter.export
+        while True:
+            try:
+                job = pending.popleft()
+            except IndexError:  # every trail exported, or the rest taken back by the watchdog
+                return
+            inflight.append([job])
+            failures = []
+            try:
+                export(job.arg)
+            except Exception as error:  # an exporter failure must not stop the other trails
+                failures = failures_of(exporter, error, (job.arg,))
+            try:
+                inflight.pop()
+            except IndexError:  # abandoned meanwhile: the watchdog counted this trail as lost
+                return
+            if failures:
+                self._export_failed(failures)
+            batch.deadline = time.monotonic() + self.timeout_s  # the next trail's deadline (read by the watchdog)
+
+    def _export_failed(self, failures: list[Failure]) -> None:
+        """Count each failing exporter once per trail it did not take; each of those trails is lost, once."""
+        lost: dict[int, SealedTrail] = {}
+        for exporter, error, trails in failures:
+            name = exporter_name(exporter)
+            self._counters.failed("export", len(trails), exporter=name)
+            self._failures.report(f"exporting to {name}", error, len(trails))
+            for trail in trails:
+                lost.setdefault(id(trail), trail)
+        for trail in lost.values():
+            self._lost(trail)
+
     def _do(self, job: _Job) -> bool:
+        """Run the exporter's ``force_flush`` or ``shutdown``."""
         exporter = self._exporter
         try:
-            if job.kind == "export":
-                exporter.export(job.arg)
-                return True
             if job.kind == "force_flush":
                 flush = getattr(exporter, "force_flush", None)
                 return bool(flush(job.arg)) if callable(flush) else True
@@ -358,14 +515,11 @@ class ExportQueue:
                 self._failed(job, exporter_name(failed), error)
         except Exception as error:  # an exporter failure must not stop the other trails
             self._failed(job, exporter_name(exporter), error)
-        if job.kind == "export":
-            self._lost(job.arg)
         return False
 
     def _failed(self, job: _Job, name: str, error: BaseException) -> None:
-        stage = "export" if job.kind == "export" else f"exporter_{job.kind}"
-        self._counters.failed(stage, exporter=name)
-        self._failures.report(f"exporting to {name}" if job.kind == "export" else f"{job.kind} of {name}", error)
+        self._counters.failed(f"exporter_{job.kind}", exporter=name)
+        self._failures.report(f"{job.kind} of {name}", error)
 
 
 class FlushWorker:

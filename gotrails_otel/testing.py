@@ -26,7 +26,7 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, cast, overload
 
 from opentelemetry import trace
@@ -34,6 +34,7 @@ from opentelemetry.sdk.trace import TracerProvider as SdkTracerProvider
 
 from ._json import json_safe
 from .config import TrailConfig
+from .exporters import batch_method
 from .integrity import is_checkpoint
 from .processor import TrailProcessor, processors
 from .types import Trail
@@ -167,6 +168,24 @@ class _Tee:
             except Exception:  # a capture must never cost the application its export
                 _log.exception("gotrails: a test capture could not record a trail")
         self.inner.export(trail)
+
+    @property
+    def export_batch(self) -> Callable[[Sequence[Any]], None] | None:
+        """Batches when the processor's own exporter takes them (each trail still goes to every capture first)."""
+        inner = batch_method(self.inner)
+        if inner is None:
+            return None
+
+        def export_batch(trails: Sequence[Any]) -> None:
+            for trail in trails:
+                for capture in list(self.captures):
+                    try:
+                        capture._add(trail)
+                    except Exception:  # a capture must never cost the application its export
+                        _log.exception("gotrails: a test capture could not record a trail")
+            inner(trails)
+
+        return export_batch
 
     def force_flush(self, timeout_millis: int = 30_000) -> bool:
         flush = getattr(self.inner, "force_flush", None)
