@@ -394,15 +394,18 @@ class Policy:
         group = detector.group
 
         def replace(match: re.Match[str]) -> str:
-            if check is not None and not check(match.group(0)):
-                return match.group(0)
-            _redacted(counts, detector.kind)
+            whole = match.group(0)
+            if check is not None and not check(whole):
+                return whole
             if group:
                 start, end = match.span("secret")
-                whole = match.group(0)
                 offset = match.start()
-                return f"{whole[: start - offset]}{MASK}{whole[end - offset :]}"
-            return MASK
+                masked = f"{whole[: start - offset]}{MASK}{whole[end - offset :]}"
+            else:
+                masked = MASK
+            if masked != whole:  # a value masked already (password=***) is not counted again
+                _redacted(counts, detector.kind)
+            return masked
 
         return detector.regex.sub(replace, text)
 
