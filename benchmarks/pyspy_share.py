@@ -88,11 +88,11 @@ def main() -> None:
             inclusive[name] += count
         if flush:
             flush_total += count
-            emit = next((i for i, frame in enumerate(frames) if "._emit (" in frame), None)
+            emit = next((i for i, frame in enumerate(frames) if "._process (" in frame), None)
             if emit is None:
-                flush_steps["worker loop: " + label(frames[-1])] += count
+                flush_steps["worker loop: " + (label(frames[-1]) if frames else "(no Python frame)")] += count
             else:
-                flush_steps[" > ".join(label(f).split(" (")[0] for f in frames[emit + 1 : emit + 3]) or "_emit"] += (
+                flush_steps[" > ".join(label(f).split(" (")[0] for f in frames[emit + 1 : emit + 3]) or "_process"] += (
                     count
                 )
         elif last is not None:
