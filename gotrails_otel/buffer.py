@@ -81,6 +81,18 @@ _FLUSHED = TrailState.FLUSHED
 _SEALED = TrailState.SEALED
 
 
+class Folded:
+    """What the ids of a folded trail's spans point to, once the trail is gone: late arrivals under them are counted
+    in the metrics only (as for any sealed trail). One shared instance (:data:`FOLDED`), so that remembering the ids
+    keeps nothing of the trail alive — not its root span with its attributes and events."""
+
+    __slots__ = ()
+    state = TrailState.SEALED
+
+
+FOLDED = Folded()
+
+
 class Trail:
     """The buffer of one request."""
 
@@ -173,7 +185,7 @@ class TrailBuffer:
         self.wakeup = threading.Condition(self.lock)
         self.trails: OrderedDict[int, Trail] = OrderedDict()  # open and draining trails, oldest first
         self.owner: dict[int, Trail] = {}  # span id -> its trail, until the trail is sealed
-        self.late: dict[int, Trail] = {}  # span ids of sealed trails (the newest 16,384 to 32,768 kept)
+        self.late: dict[int, Trail | Folded] = {}  # span ids of sealed trails (the newest 16,384 to 32,768 kept)
         self.grace: deque[tuple[float, Trail]] = deque()  # grace deadlines, in deadline order
         self.ready: deque[Trail] = deque()  # flushed trails, in flush order
         self.open_bytes = 0  # estimated bytes held by the trails in flight (open and draining)
@@ -243,13 +255,13 @@ class TrailBuffer:
         if trail.root_ended is not None:
             self.settle(trail)
 
-    def start_late_child(self, trail: Trail, span_id: int) -> None:
+    def start_late_child(self, trail: Trail | Folded, span_id: int) -> None:
         """With the lock held: a span started under a span of a sealed trail (counted as late when it ends)."""
         self.late[span_id] = trail
 
-    def count_late(self, trail: Trail | None, what: str) -> None:
+    def count_late(self, trail: Trail | Folded | None, what: str) -> None:
         """With the lock held: a span or payload arrived after its trail was flushed."""
-        if trail is not None and trail.state is TrailState.FLUSHED:
+        if isinstance(trail, Trail) and trail.state is TrailState.FLUSHED:
             trail.count(f"late_{what}")
         self.counters.dropped(what, "late")
 
@@ -382,7 +394,7 @@ class TrailBuffer:
         late = self.late
         # Into the late ids first, then out of the owner map: a span event that reads them without the lock always
         # finds its id in one of the two.
-        late.update(dict.fromkeys(span_ids, trail))
+        late.update(dict.fromkeys(span_ids, FOLDED))
         deque(map(self.owner.pop, span_ids, repeat(None)), maxlen=0)  # drop them all, at C speed
         if len(late) > 2 * MAX_LATE_IDS:  # keep the newest (a dict keeps insertion order)
             self.late = dict(islice(late.items(), len(late) - MAX_LATE_IDS, None))

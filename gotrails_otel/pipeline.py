@@ -634,6 +634,7 @@ class FlushWorker:
                     except IndexError:  # shutdown abandoned the rest meanwhile (and counted it)
                         break
                     trail = self._process(taken)
+                    del taken  # not kept alive (with its root span) while the thread waits for the next batch
                     if trail is not None:
                         sealed.append(trail)
                     if self._records:  # records the stages emitted go out right after the trail they came with

@@ -512,6 +512,32 @@ def test_expiry_holds_under_sustained_load(make_harness: Any) -> None:
     assert h.processor.stats()["spans.late"] == 1
 
 
+def test_the_late_ids_of_folded_trails_keep_none_of_their_spans_alive(make_harness: Any) -> None:
+    """The span ids of folded trails are remembered (so that late arrivals are counted), not their spans: a service
+    keeps the ids of thousands of trails, and their ended root spans (attributes, events, resource) would be memory and
+    work for the garbage collector. A late child is still counted."""
+    import gc
+
+    from opentelemetry.sdk.trace import ReadableSpan
+
+    h = make_harness()
+    traces = set()
+    for n in range(20):
+        with h.instrumented().fastapi_request("GET", f"/r{n}", "/r", 200) as root:
+            pass
+        traces.add(root.get_span_context().trace_id)
+    context = root.get_span_context()
+    del root
+    h.trails(20)
+    gc.collect()
+    kept = [o for o in gc.get_objects() if isinstance(o, ReadableSpan) and o.context.trace_id in traces]
+    assert kept == []
+    assert context.span_id in h.processor._buffer.late
+    h.tracer().start_span("after", context=trace.set_span_in_context(trace.NonRecordingSpan(context))).end()
+    h.settle(0.05)
+    assert h.processor.stats()["spans.late"] == 1
+
+
 def test_late_spans_and_payloads_are_counted_on_the_trail_and_in_the_metrics(make_harness: Any) -> None:
     h = make_harness(grace_ms=50)
     gate = threading.Event()
