@@ -375,9 +375,9 @@ class FileTrailExporter:
     def export_batch(self, trails: Sequence[SealedTrail]) -> None:
         """Append several trails, one line each, in order, with one ``write`` (and one check of the file).
 
-        With ``max_bytes``, a batch that would take the file past it is written line by line, each line rotating the
-        file first when it would pass the limit. When the write fails part-way, the trails whose lines were written
-        whole count as exported, the others as failed.
+        With ``max_bytes`` the lines are written one by one, each rotating the file first when it would pass the
+        limit (as :meth:`export` does). When the write fails part-way, the trails whose lines were written whole
+        count as exported, the others as failed.
         """
         if type(self).export is not FileTrailExporter.export:  # a subclass's own export sees every trail
             for trail in trails:
@@ -385,24 +385,18 @@ class FileTrailExporter:
             return
         if not trails:
             return
-        data = b"\n".join([*(trail.data for trail in trails), b""])
         with self._lock:
             self._check_open()
             if not self.max_bytes:
                 if self._current_size() is None:
                     self._open()
-                self._write(data, trails)
+                self._write(b"\n".join([*(trail.data for trail in trails), b""]), trails)
                 return
-            with self._rotation_lock():  # no other process checks and writes a batch in between
-                size = self._current_size()
-                if size is None:
-                    self._open()
-                    size = 0
-                if size + len(data) <= self.max_bytes:
-                    self._write(data, trails)
-                    return
+            # With rotation, line by line: each process checks the size before each of its lines, so that a file
+            # goes past the limit by at most a line per process (a batch checked once could take it past by a
+            # whole batch of another process's lines).
             failures: list[Failure] = []
-            for trail in trails:  # past the limit: the rule of single lines (outside the flock: rotating takes it)
+            for trail in trails:
                 try:
                     self._append(trail.data + b"\n")
                 except Exception as error:  # the other lines are still written, as they would be one by one
