@@ -17,7 +17,7 @@ import sys
 import threading
 import time
 import weakref
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import IO, Any, Protocol, runtime_checkable
 
@@ -328,8 +328,8 @@ class FileTrailExporter:
     * With ``max_bytes`` > 0 the file is rotated before a line would take it past ``max_bytes``: ``path`` → ``path.1``
       → … → ``path.N`` (``N`` = ``backups``; the oldest beyond it is deleted), logrotate's naming. Several processes
       may append to and rotate the same file: the check and the rotation run under an ``fcntl.flock`` on
-      ``path + ".lock"`` (as do the check and the write of a batch of lines), and a process whose file was rotated by
-      another reopens ``path`` before its next line.
+      ``path + ".lock"``, and a process whose file was rotated by another reopens ``path`` before its next line (a
+      batch is then written line by line, so a file passes the limit by at most a line per process).
     """
 
     def __init__(self, path: str | os.PathLike[str], max_bytes: int = 0, backups: int = 5) -> None:
@@ -440,25 +440,18 @@ class FileTrailExporter:
                 raise
             raise _BatchExportError([(self, error, trails[whole:])]) from error
 
-    @contextlib.contextmanager
-    def _rotation_lock(self) -> Iterator[None]:
-        """The cross-process lock on ``path + ".lock"`` (a fresh open file: a descriptor shared with a forked process
-        would not exclude it)."""
+    def _rotate(self, incoming: int) -> None:
+        """Rotate under the cross-process lock, unless another process did it already."""
         lock_fd = os.open(self.path + ".lock", os.O_WRONLY | os.O_CREAT, 0o640)
         try:
             if fcntl is not None:
                 fcntl.flock(lock_fd, fcntl.LOCK_EX)
-            yield
-        finally:
-            os.close(lock_fd)  # closing releases the flock
-
-    def _rotate(self, incoming: int) -> None:
-        """Rotate under the cross-process lock, unless another process did it already."""
-        with self._rotation_lock():
             size = self._current_size()
             if size is not None and size and size + incoming > self.max_bytes:
                 self._shift()
             self._open()  # the new file (or the one another process has just opened at path)
+        finally:
+            os.close(lock_fd)  # closing releases the flock
 
     def _shift(self) -> None:
         for n in range(self.backups, 0, -1):

@@ -17,7 +17,7 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from opentelemetry import context as otel_context
@@ -449,45 +449,46 @@ class ExportQueue:
         ``export`` per trail, each with its own deadline. A trail the watchdog took back (or accounted as lost) is
         left alone; every failure is counted, per trail and per failing exporter."""
         exporter = self._exporter
-        pending, inflight = batch.pending, batch.inflight
         export_batch = batch_method(exporter)
         if export_batch is not None:
             jobs = batch.claim_pending()
-            if not jobs:
-                return
-            trails = [job.arg for job in jobs]
-            inflight.append(jobs)
-            failures: list[Failure] = []
-            try:
-                export_batch(trails)
-            except Exception as error:  # an exporter failure must not stop the other trails
-                failures = failures_of(exporter, error, trails)
-            try:
-                inflight.pop()
-            except IndexError:  # abandoned meanwhile: the watchdog counted these trails as lost
-                return
-            if failures:
-                self._export_failed(failures)
+            if jobs:
+                self._hand_over(exporter, batch, jobs, export_batch)
             return
         export = exporter.export
+
+        def export_one(trails: Sequence[SealedTrail]) -> None:
+            export(trails[0])
+
+        pending = batch.pending
         while True:
             try:
                 job = pending.popleft()
             except IndexError:  # every trail exported, or the rest taken back by the watchdog
                 return
-            inflight.append([job])
-            failures = []
-            try:
-                export(job.arg)
-            except Exception as error:  # an exporter failure must not stop the other trails
-                failures = failures_of(exporter, error, (job.arg,))
-            try:
-                inflight.pop()
-            except IndexError:  # abandoned meanwhile: the watchdog counted this trail as lost
+            if not self._hand_over(exporter, batch, [job], export_one):
                 return
-            if failures:
-                self._export_failed(failures)
             batch.deadline = time.monotonic() + self.timeout_s  # the next trail's deadline (read by the watchdog)
+
+    def _hand_over(
+        self, exporter: TrailExporter, batch: _Batch, jobs: list[_Job], send: Callable[[Sequence[SealedTrail]], None]
+    ) -> bool:
+        """Give the trails of ``jobs`` to ``exporter`` through ``send``, in flight in ``batch`` while the call runs;
+        count what failed. ``False`` when the watchdog abandoned the call meanwhile (it counted them as lost)."""
+        trails = [job.arg for job in jobs]
+        batch.inflight.append(jobs)
+        failures: list[Failure] = []
+        try:
+            send(trails)
+        except Exception as error:  # an exporter failure must not stop the other trails
+            failures = failures_of(exporter, error, trails)
+        try:
+            batch.inflight.pop()
+        except IndexError:  # abandoned meanwhile
+            return False
+        if failures:
+            self._export_failed(failures)
+        return True
 
     def _export_failed(self, failures: list[Failure]) -> None:
         """Count each failing exporter once per trail it did not take; each of those trails is lost, once."""

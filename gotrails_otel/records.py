@@ -40,34 +40,35 @@ class SpanRecord:
 
     def __init__(self, span: ReadableSpan) -> None:
         fields = getattr(span, "__dict__", None)
-        if fields is not None and "_instrumentation_scope" in fields:
-            # The SDK's ReadableSpan (made for each ended span): its fields read directly, not through a property
-            # each (this runs on the request thread, once per span).
-            inner = getattr(fields["_attributes"], "_dict", None)
-            attributes: dict[str, Any] = dict(inner) if type(inner) is dict else dict(span.attributes or {})
-            self.context = fields["_context"]
-            self.parent = fields["_parent"]
-            self.name = fields["_name"]
-            self.kind = fields["_kind"]
-            self.start_time = fields["_start_time"]
-            self.end_time = fields["_end_time"]
-            self.status = fields["_status"]
-            events = fields["_events"]
-            self.instrumentation_scope = fields["_instrumentation_scope"]
-            self.resource = fields["_resource"]
-        else:
-            inner = getattr(getattr(span, "_attributes", None), "_dict", None)
-            attributes = dict(inner) if isinstance(inner, dict) else dict(span.attributes or {})
-            self.context = span.context
-            self.parent = span.parent
-            self.name = span.name
-            self.kind = span.kind
-            self.start_time = span.start_time
-            self.end_time = span.end_time
-            self.status = span.status
-            events = getattr(span, "_events", None)
-            self.instrumentation_scope = span.instrumentation_scope
-            self.resource = span.resource
+        if fields is None or "_instrumentation_scope" not in fields:
+            # Not the SDK's ReadableSpan: its public fields, under the names the SDK keeps them by.
+            fields = {
+                "_attributes": getattr(span, "_attributes", None),
+                "_context": span.context,
+                "_parent": span.parent,
+                "_name": span.name,
+                "_kind": span.kind,
+                "_start_time": span.start_time,
+                "_end_time": span.end_time,
+                "_status": span.status,
+                "_events": getattr(span, "_events", None),
+                "_instrumentation_scope": span.instrumentation_scope,
+                "_resource": span.resource,
+            }
+        # The SDK's ReadableSpan (made for each ended span) has its fields read directly, not through a property
+        # each: this runs on the request thread, once per span.
+        inner = getattr(fields["_attributes"], "_dict", None)
+        attributes: dict[str, Any] = dict(inner) if type(inner) is dict else dict(span.attributes or {})
+        self.context = fields["_context"]
+        self.parent = fields["_parent"]
+        self.name = fields["_name"]
+        self.kind = fields["_kind"]
+        self.start_time = fields["_start_time"]
+        self.end_time = fields["_end_time"]
+        self.status = fields["_status"]
+        events = fields["_events"]
+        self.instrumentation_scope = fields["_instrumentation_scope"]
+        self.resource = fields["_resource"]
         self.attributes = attributes
         self.events = tuple(events) if events else ()
         self.size = _RECORD_BYTES + _ATTRIBUTE_BYTES * len(attributes) + _EVENT_BYTES * len(self.events)

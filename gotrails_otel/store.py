@@ -222,18 +222,16 @@ class CaptureStore:
         return self._write(span_id, parts.items(), parts)
 
     def _write(self, span_id: int, parts: Iterable[tuple[str, Mapping[str, Any]]], measured: Any) -> bool:
-        """Merge each ``(key, values)`` of ``parts`` into the span's payload (the hooks' path: kept lean, it runs on
-        the request threads). ``measured`` is what the byte budget is charged for."""
+        """Merge each ``(key, values)`` of ``parts`` into the span's payload, in one hold of the lock (the hooks'
+        path, on the request threads). ``measured`` is what the byte budget is charged for."""
         size = estimate(measured)
         with self._buffer.lock:
             return self._write_locked(span_id, parts, size)
 
     def _write_locked(self, span_id: int, parts: Iterable[tuple[str, Mapping[str, Any]]], size: int) -> bool:
         """With the lock held: the write of :meth:`_write`."""
-        buffer = self._buffer
-        trail = buffer.owner.get(span_id)
-        if trail is None or trail.state in _CLOSED or (trail.dropped_ids is not None and span_id in trail.dropped_ids):
-            self._open_trail(span_id)  # counts why it is refused
+        trail = self._open_trail(span_id)
+        if trail is None:
             return False
         captures = trail.captures
         payload = captures.get(span_id)
@@ -245,14 +243,8 @@ class CaptureStore:
                 current.update(values)
             else:
                 payload[key] = dict(values)
-            if type(values) is dict:
-                for item in values.values():
-                    if type(item) is BodyCapture:
-                        item._attach(buffer, trail)
-        trail.nbytes += size
-        buffer.open_bytes += size
-        if buffer.open_bytes > buffer.max_bytes:
-            buffer.evict()
+            self._adopt(trail, values)
+        self._buffer.charge(trail, size)
         return True
 
     def add_metadata(self, span_id: int, fields: Mapping[str, Any]) -> bool:

@@ -161,12 +161,15 @@ class _Tee:
         self.inner = inner
         self.captures: list[CapturedTrails] = []
 
-    def export(self, trail: Any) -> None:
+    def _record(self, trail: Any) -> None:
         for capture in list(self.captures):
             try:
                 capture._add(trail)
             except Exception:  # a capture must never cost the application its export
                 _log.exception("gotrails: a test capture could not record a trail")
+
+    def export(self, trail: Any) -> None:
+        self._record(trail)
         self.inner.export(trail)
 
     @property
@@ -178,11 +181,7 @@ class _Tee:
 
         def export_batch(trails: Sequence[Any]) -> None:
             for trail in trails:
-                for capture in list(self.captures):
-                    try:
-                        capture._add(trail)
-                    except Exception:  # a capture must never cost the application its export
-                        _log.exception("gotrails: a test capture could not record a trail")
+                self._record(trail)
             inner(trails)
 
         return export_batch

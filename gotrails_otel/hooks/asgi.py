@@ -12,7 +12,7 @@ request that queued them (within the age limit); the grace period for stray span
 from __future__ import annotations
 
 import functools
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, Mapping, MutableMapping
 from typing import Any
 
 from opentelemetry import trace
@@ -90,6 +90,13 @@ def _server_target() -> Target | None:
     return target_for(span)
 
 
+def _body(target: Target, headers: Mapping[str, list[str]]) -> BodyCapture:
+    """A body of the request or the response whose headers are ``headers``."""
+    return BodyCapture(
+        target.config.max_body_bytes, header_value(headers, "content-type"), header_value(headers, "content-encoding")
+    )
+
+
 class _Exchange:
     """One HTTP request/response as seen by the ASGI app."""
 
@@ -124,11 +131,7 @@ class _Exchange:
                 "headers": headers,
             }
             if chunk is not _NO_CHUNK:
-                body = self._request_body = BodyCapture(
-                    target.config.max_body_bytes,
-                    header_value(headers, "content-type"),
-                    header_value(headers, "content-encoding"),
-                )
+                body = self._request_body = _body(target, headers)
                 body.add(chunk)  # kept before the write, which charges it: one write for the request
                 request["body"] = body
             self._release = target.update_and_hold("request", request, processing=True)
@@ -167,11 +170,7 @@ class _Exchange:
         target = self._target
         if self._request_body is None:  # the request was recorded before its body came (the app answered first)
             headers = headers_dict(self._scope.get("headers") or ())
-            self._request_body = BodyCapture(
-                target.config.max_body_bytes,
-                header_value(headers, "content-type"),
-                header_value(headers, "content-encoding"),
-            )
+            self._request_body = _body(target, headers)
             target.update("request", {"body": self._request_body})
         self._request_body.add(chunk)
 
@@ -183,11 +182,7 @@ class _Exchange:
             if target is None:
                 return
             headers = headers_dict(message.get("headers") or ())
-            self._response_body = body = BodyCapture(
-                target.config.max_body_bytes,
-                header_value(headers, "content-type"),
-                header_value(headers, "content-encoding"),
-            )
+            self._response_body = body = _body(target, headers)
             self._write_response()  # a response started before
             self._response = {"status": message.get("status"), "headers": headers, "body": body}
         elif kind == "http.response.body" and self._response_body is not None:
