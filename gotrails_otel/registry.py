@@ -22,7 +22,7 @@ from .store import Target
 if TYPE_CHECKING:
     from .processor import TrailProcessor
 
-__all__ = ["current_target", "live", "register", "target_for", "unregister"]
+__all__ = ["current_target", "flush_all", "live", "register", "target_for", "unregister"]
 
 _log = logging.getLogger("gotrails_otel")
 _lock = threading.Lock()
@@ -62,6 +62,19 @@ def target_for(span: Any) -> Target | None:
 def current_target() -> Target | None:
     """The capture target of the current span."""
     return target_for(trace.get_current_span())
+
+
+def flush_all() -> bool:
+    """Export what every live processor has ready (``force_flush``, each bounded by its ``shutdown_timeout_ms``);
+    ``True`` when all of it was exported in time. Never raises: a failure is logged and the others are flushed."""
+    done = True
+    for processor in live():
+        try:
+            done = processor.force_flush(int(processor.config.shutdown_timeout_ms)) and done
+        except Exception as exc:  # the application is shutting down: flush the others all the same
+            log_failure(_log, "gotrails: flushing a trail processor failed", exc)
+            done = False
+    return done
 
 
 # ---------------------------------------------------------------------------------------------------- fork

@@ -10,6 +10,7 @@ import httpx
 import pytest
 from fastapi import BackgroundTasks, FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
+from opentelemetry import trace
 from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
 from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 
@@ -218,3 +219,49 @@ def test_work_after_the_response_longer_than_the_grace_belongs_to_its_request(ma
     for trail in h.trails(3):
         assert trail["flush_reason"] == "complete" and trail["complete"] is True
         assert [s["name"] for s in trail["internal_steps"]] == ["SlowAudit"]
+
+
+@pytest.mark.filterwarnings("ignore:Using `httpx` with `starlette.testclient`")
+def test_the_lifespan_shutdown_writes_the_ready_trails_and_leaves_the_processor_running(harness: TrailHarness) -> None:
+    """Before the app reports its lifespan shutdown done, the trails of answered requests are exported (a server
+    may end the process right after: uvicorn re-raises SIGTERM). A lifespan shutdown is no processor shutdown: a
+    test client's exit ends one, and the next requests still get their trails."""
+    from fastapi.testclient import TestClient
+
+    asgi_hooks.install()
+    app = payment_app()
+    FastAPIInstrumentor.instrument_app(app)
+    # A request in flight elsewhere: the flush thread then looks for flushed trails only every 100 ms.
+    other = harness.tracer().start_span("GET /elsewhere", kind=trace.SpanKind.SERVER)
+    try:
+        for number in range(2):
+            with TestClient(app) as client:
+                assert client.get(f"/v1/payments/pay-{number}").status_code == 200
+            # No force_flush here: the lifespan shutdown has written the trail already.
+            paths = [t["request"]["path"] for t in harness.exporter.get_finished_trails()]
+            assert paths == [f"/v1/payments/pay-{n}" for n in range(number + 1)]
+    finally:
+        other.end()
+        FastAPIInstrumentor.uninstrument_app(app)
+        asgi_hooks.uninstall()
+
+
+def test_a_failing_flush_at_the_lifespan_shutdown_neither_stops_the_others_nor_the_shutdown(
+    harness: TrailHarness, caplog: pytest.LogCaptureFixture
+) -> None:
+    from gotrails_otel import registry
+
+    class Broken(gt.TrailProcessor):
+        def force_flush(self, timeout_millis: int = 30_000) -> bool:
+            raise RuntimeError("exporter gone")
+
+    broken = Broken(gt.InMemoryTrailExporter())
+    try:
+        with harness.tracer().start_as_current_span("GET /ok", kind=trace.SpanKind.SERVER):
+            pass
+        with caplog.at_level("ERROR", logger="gotrails_otel"):
+            assert registry.flush_all() is False
+        assert len(harness.exporter.get_finished_trails()) == 1  # flushed all the same
+        assert any("flushing a trail processor failed" in r.getMessage() for r in caplog.records)
+    finally:
+        broken.shutdown()

@@ -9,6 +9,7 @@ with two forked workers, and trail exporters that hang or raise, in processes of
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import json
 import os
@@ -185,6 +186,47 @@ def test_sigterm_writes_the_trails_still_waiting(tmp_path: Path, upstream: str, 
     (trail,) = server.trails()
     assert trail["request_id"] == "open-1" and trail["metadata"] == {"kind": "leave-open"}
     assert trail["flush_reason"] == "shutdown" and trail["dropped"]["open_spans"] == 1
+
+
+def test_uvicorn_app_factory_setting_gotrails_up_loses_no_answered_request_at_sigterm(tmp_path: Path) -> None:
+    """An app factory sets gotrails up while uvicorn's signal handlers are in place, so gotrails' SIGTERM handler is
+    not installed and uvicorn ends the process with SIGTERM's default action (no atexit handlers). With a slow
+    exporter (0.1 s per trail) the trails are still on their way then: the lifespan shutdown writes them."""
+    port = free_port()
+    trails = tmp_path / "factory.jsonl"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "GOTRAILS_"))}
+    env.update({"PYTHONPATH": str(APPS), "TRAILS_FILE": str(trails), "EXPORT_DELAY_S": "0.1"})
+    command = [sys.executable, "-m", "uvicorn", "setup_in_app:create_app", "--factory", "--port", str(port)]
+    log = tmp_path / "factory.log"
+    with log.open("wb") as out:
+        server = subprocess.Popen([*command, "--log-level", "warning"], env=env, cwd=APPS, stdout=out, stderr=out)
+        try:
+            wait_port(port, timeout=60)
+            handler = httpx.get(f"http://127.0.0.1:{port}/sigterm-handler").json()["at_setup"]
+            assert handler == "Server.handle_exit"  # uvicorn's: the case under test
+
+            async def requests() -> list[int]:
+                async with httpx.AsyncClient(timeout=30) as client:
+
+                    async def one(n: int) -> int | None:
+                        reply = await client.post(f"http://127.0.0.1:{port}/slow/{n}", json={"item": f"i-{n}"})
+                        return n if reply.status_code == 200 else None
+
+                    calls = [asyncio.create_task(one(n)) for n in range(20)]
+                    await asyncio.sleep(0.1)  # every request is in the server (each takes 0.2 s)
+                    server.send_signal(signal.SIGTERM)
+                    return [n for n in await asyncio.gather(*calls) if n is not None]
+
+            answered = asyncio.run(requests())
+        finally:
+            if server.poll() is None:
+                server.send_signal(signal.SIGTERM)
+            code = server.wait(60)
+    assert code in (-signal.SIGTERM, 128 + signal.SIGTERM), log.read_text()
+    assert sorted(answered) == list(range(20))  # uvicorn's graceful shutdown lets them finish
+    slow = [t for t in trails_in_file(trails) if t["request"]["path"].startswith("/slow/")]
+    written = sorted(t["request"]["body"]["item"] for t in slow)
+    assert written == sorted(f"i-{n}" for n in range(20)), log.read_text()
 
 
 def test_gunicorn_preload_with_two_workers(tmp_path: Path) -> None:

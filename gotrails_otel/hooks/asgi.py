@@ -7,6 +7,13 @@ insert, and which plain ASGI apps are wrapped in) so that each request's ``recei
 recorded up to the limit and marked beyond it. Nothing is consumed: every message reaches the app and the server
 unchanged. The request is over when the app returns, so background tasks that run after the response belong to the
 request that queued them (within the age limit); the grace period for stray spans starts then.
+
+The lifespan of the app is observed too: before the app's ``lifespan.shutdown.complete`` (or ``.failed``) reaches the
+server, every live trail processor is flushed (:func:`~gotrails_otel.registry.flush_all`). A server that ends the
+process right after its lifespan shutdown — uvicorn re-raises ``SIGTERM`` with its default action, which runs no
+``atexit`` handler — then still has the trails of every answered request written, also when gotrails was set up
+after the server had installed its signal handlers (an app factory, a startup handler), where gotrails' own
+``SIGTERM`` handler cannot be installed.
 """
 
 from __future__ import annotations
@@ -18,10 +25,12 @@ from typing import Any
 from opentelemetry import trace
 
 from ..capture import BodyCapture, Target, guard, header_value, headers_dict, target_for
+from ..registry import flush_all
 
 __all__ = ["install", "instrumentor_kwargs", "uninstall"]
 
 _PLUMBING_SUFFIXES = (" http receive", " http send")
+_SHUTDOWN_DONE = frozenset({"lifespan.shutdown.complete", "lifespan.shutdown.failed"})
 _NO_CHUNK: Any = object()
 
 Scope = MutableMapping[str, Any]
@@ -54,6 +63,8 @@ def install() -> bool:
     @functools.wraps(original)
     async def __call__(self: Any, scope: Scope, receive: Any, send: Any) -> None:
         if not isinstance(scope, MutableMapping) or scope.get("type") != "http":
+            if isinstance(scope, MutableMapping) and scope.get("type") == "lifespan":
+                send = _flush_before_shutdown_complete(send)
             return await original(self, scope, receive, send)
         exchange = _Exchange(scope)
         try:
@@ -75,6 +86,19 @@ def uninstall() -> None:
 
     OpenTelemetryMiddleware.__call__ = _original  # type: ignore[method-assign,assignment]
     _original = None
+
+
+def _flush_before_shutdown_complete(send: Callable[[Message], Awaitable[None]]) -> Callable[[Message], Awaitable[None]]:
+    """``send`` of a lifespan scope: the trail processors are flushed before the app reports its shutdown done."""
+
+    async def send_after_flush(message: Message) -> None:
+        if isinstance(message, Mapping) and message.get("type") in _SHUTDOWN_DONE:
+            # Blocking, bounded by each processor's shutdown timeout: the server serves no request any more, and the
+            # flush needs nothing from the event loop (the flush and export threads do the work).
+            flush_all()
+        await send(message)
+
+    return send_after_flush
 
 
 def _server_target() -> Target | None:
