@@ -207,6 +207,13 @@ FieldRule = Callable[[tuple[str, ...], Any], Any]
 """A per-field rule: ``rule(path, value)`` returns the value to keep (return ``value`` to keep it as it is)."""
 
 
+class _Nesting(threading.local):
+    """How deep the current thread's masking is in text inside text (JSON, base64, percent-encoding); a class
+    attribute gives every thread its 0 without a failed lookup."""
+
+    level = 0
+
+
 class _Detector:
     """One compiled value detector."""
 
@@ -263,7 +270,7 @@ class Policy:
         object.__setattr__(self, "_clean_statements", set())  # statements with nothing to mask
         object.__setattr__(self, "_routes", {})  # route template -> its pattern and parameter names
         object.__setattr__(self, "_sql_cache", {})
-        object.__setattr__(self, "_nesting", threading.local())
+        object.__setattr__(self, "_nesting", _Nesting())
         detectors, custom = _compile(self.patterns)
         object.__setattr__(self, "_gated", tuple(d for d in detectors if d.hints))
         object.__setattr__(self, "_ungated", (*[d for d in detectors if not d.hints], *custom))
@@ -352,7 +359,7 @@ class Policy:
             encoded = self._deeper(lambda: mask_encoded(text, lambda inner: self._text(inner, counts)))
             if encoded is not None:
                 return encoded
-            if getattr(self._nesting, "level", 0) >= _NESTED_MAX and ENCODED.search(text):  # type: ignore[attr-defined]
+            if self._nesting.level >= _NESTED_MAX and ENCODED.search(text):  # type: ignore[attr-defined]
                 _redacted(counts, "nested")
                 return MASK  # encoded deeper than it is looked into: not kept
         if "//" in text:
@@ -518,7 +525,7 @@ class Policy:
         """``mask()`` one level deeper into text inside text (JSON, base64, percent-encoding), or ``None`` past
         :data:`_NESTED_MAX` levels."""
         local = self._nesting  # type: ignore[attr-defined]
-        level = getattr(local, "level", 0)
+        level = local.level
         if level >= _NESTED_MAX:
             return None
         local.level = level + 1
@@ -530,7 +537,7 @@ class Policy:
     def _top_level(self) -> bool:
         """Whether masking is outside any text inside text: only there is a text with nothing to mask remembered as
         such (deeper, a text is not looked into as far, so it may hold what the top level would mask)."""
-        return not getattr(self._nesting, "level", 0)  # type: ignore[attr-defined]
+        return not self._nesting.level  # type: ignore[attr-defined]
 
     def _masker(self, counts: dict[str, int]) -> Callable[[str], str]:
         """The text masker for decoded values (percent-encoded query parameters), one level deeper."""
