@@ -770,6 +770,7 @@ class Policy:
             known = self._keys.get  # type: ignore[attr-defined]
             clean: set[str] = self._clean  # type: ignore[attr-defined]
             max_string = self.max_string
+            max_items = self.max_items
             card_min = _CARD_INT_MIN
             masked = 0
             for key, item in items:
@@ -804,6 +805,15 @@ class Policy:
                     result[key] = item
                 elif (item_kind is int or item_kind is float) and -card_min < item < card_min:
                     result[key] = item  # nothing to mask in a number too small to be a card number
+                elif (
+                    item_kind is list
+                    and len(item) == 1
+                    and depth > 1
+                    and max_items
+                    and type(only := item[0]) is str
+                    and (len(only) < 6 or (len(only) <= max_string and only in clean))
+                ):
+                    result[key] = [only]  # one string with nothing to mask (a header's value): as the walk keeps it
                 else:
                     result[key] = self._walk(item, path, depth - 1, counts)
             if masked:
