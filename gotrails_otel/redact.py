@@ -1213,10 +1213,32 @@ _DRIVER_REGEXES = tuple((dump, re.compile(dump.pattern)) for dump in DRIVER_DUMP
 def _statement_plain(value: dict[str, Any]) -> dict[str, Any]:
     """A statement's or GraphQL document's ``query``, ``args`` and ``variables`` as JSON types (a raw fold leaves
     captured values as they were captured; the statement and its arguments are read together before the walk)."""
-    converted: dict[str, Any] = {k: json_safe(value[k]) for k in ("query", "args", "variables") if k in value}
-    if all(converted[k] is value[k] for k in converted):
-        return value
-    return {**value, **converted}
+    converted: dict[str, Any] = {}
+    for key in ("query", "args", "variables"):
+        if key in value:
+            item = value[key]
+            kind = type(item)
+            if kind is str or item is None or (kind is list and _plain_atoms(item)):
+                continue  # JSON types already (json_safe would give the same)
+            safe = json_safe(item)
+            if safe is not item:
+                converted[key] = safe
+    return {**value, **converted} if converted else value
+
+
+def _plain_atoms(items: list[Any]) -> bool:
+    """Whether every item of ``items`` is a JSON atom that :func:`~._json.json_safe` keeps as it is (a statement's
+    arguments, most of the time)."""
+    for item in items:
+        kind = type(item)
+        if kind is str or item is None or kind is bool:
+            continue
+        if kind is int:
+            if not _INT_MIN <= item < _INT_MAX:
+                return False
+        elif kind is not float or not math.isfinite(item):
+            return False
+    return True
 
 
 def _payload_owners(trail: dict[str, Any]) -> Iterable[dict[str, Any]]:
