@@ -44,7 +44,7 @@ def json_safe(value: Any, depth: int = MAX_DEPTH) -> Any:
         except Exception as exc:  # a payload that cannot be decoded is marked, never fatal for the trail
             return {"$error": _cut(f"{type(exc).__name__}: {exc}")}
         return json_safe(converted, depth - 1)
-    if isinstance(value, Mapping):
+    if kind is dict or isinstance(value, Mapping):
         return {key_text(k): json_safe(v, depth - 1) for k, v in value.items()}
     named = _named_fields(value)
     if named is not None:

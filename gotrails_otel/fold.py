@@ -279,7 +279,7 @@ def _header_id(request: Mapping[str, Any], name: str) -> str | None:
     """An incoming id from HTTP headers, gRPC metadata or Kafka record headers (validated)."""
     for part in ("headers", "metadata"):
         headers = request.get(part)
-        if not isinstance(headers, Mapping):
+        if headers is None or (type(headers) is not dict and not isinstance(headers, Mapping)):
             continue
         for key, value in headers.items():
             if isinstance(key, str) and key.lower() == name:
@@ -508,11 +508,13 @@ _MAX_CACHED_TEXT = 2048
 
 def _cached(fn: Callable[..., _T], *args: Any) -> _T:
     """``fn(*args)`` through its LRU cache, unless an argument is large or unhashable (then computed directly)."""
-    if not any(isinstance(a, str) and len(a) > _MAX_CACHED_TEXT for a in args):
-        try:
-            return fn(*args)
-        except TypeError:  # an unhashable attribute value (API 1.45 allows dicts): not cacheable
-            pass
+    for arg in args:
+        if isinstance(arg, str) and len(arg) > _MAX_CACHED_TEXT:
+            return fn.__wrapped__(*args)  # type: ignore[attr-defined,no-any-return]
+    try:
+        return fn(*args)
+    except TypeError:  # an unhashable attribute value (API 1.45 allows dicts): not cacheable
+        pass
     return fn.__wrapped__(*args)  # type: ignore[attr-defined,no-any-return]
 
 
@@ -520,11 +522,17 @@ def _unquote(identifier: str) -> str:
     return identifier.rsplit(".", 1)[-1].strip('`"[]').lower()
 
 
-def _redis_commands(span: ReadableSpan, attrs: Mapping[str, Any]) -> list[str]:
+def _redis_commands(span: ReadableSpan, attrs: Mapping[str, Any]) -> tuple[str, ...]:
     statement = sc.first(attrs, sc.DB_STATEMENT)
     if statement:
-        return [line.split()[0].upper() for line in str(statement).splitlines() if line.split()]
-    return [word.upper() for word in span.name.split()]
+        return _cached(_statement_commands, str(statement))
+    return tuple(word.upper() for word in span.name.split())
+
+
+@functools.lru_cache(maxsize=2048)
+def _statement_commands(statement: str) -> tuple[str, ...]:
+    """The commands of a Redis statement (one per line: ``SET ? ? ? ?``); cached, as statements repeat."""
+    return tuple(line.split()[0].upper() for line in statement.splitlines() if line.split())
 
 
 def _grpc_full_method(span: ReadableSpan, attrs: Mapping[str, Any]) -> str:
@@ -646,7 +654,7 @@ def _merge(base: dict[str, Any], extra: Any) -> Any:
     """
     if extra is None:
         return base
-    if isinstance(extra, Mapping):
+    if type(extra) is dict or isinstance(extra, Mapping):
         base.update(json_safe(extra))
         return base
     return json_safe(extra)
@@ -658,6 +666,8 @@ def _merge_raw(base: dict[str, Any], extra: Any) -> Any:
     mappings, subclasses) are converted here, as the policy reads some of them before its walk (headers, a query,
     a URL). A task's arguments (masked by their names before the walk) and anything other than a plain dict are
     converted as by :func:`_merge`."""
+    if extra is None:
+        return base
     if type(extra) is not dict or "arg_names" in extra:
         return _merge(base, extra)
     for key, item in extra.items():
@@ -684,6 +694,14 @@ def _ms(nanos: int) -> float:
     return (nanos // 1000) / 1000 if nanos > 0 else 0.0
 
 
+_SECOND: tuple[int, str] = (-1, "")  # the last second formatted, and its text (trails come in time order)
+
+
 def _rfc3339(nanos: int) -> str:
-    moment = datetime.fromtimestamp(nanos // 1_000_000_000, tz=timezone.utc)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{(nanos // 1_000_000) % 1000:03d}Z"
+    global _SECOND
+    seconds = nanos // 1_000_000_000
+    second = _SECOND
+    if second[0] != seconds:
+        moment = datetime.fromtimestamp(seconds, tz=timezone.utc)
+        second = _SECOND = (seconds, moment.strftime("%Y-%m-%dT%H:%M:%S."))
+    return f"{second[1]}{(nanos // 1_000_000) % 1000:03d}Z"

@@ -207,6 +207,13 @@ FieldRule = Callable[[tuple[str, ...], Any], Any]
 """A per-field rule: ``rule(path, value)`` returns the value to keep (return ``value`` to keep it as it is)."""
 
 
+class _Nesting(threading.local):
+    """How deep the current thread's masking is in text inside text (JSON, base64, percent-encoding); a class
+    attribute gives every thread its 0 without a failed lookup."""
+
+    level = 0
+
+
 class _Detector:
     """One compiled value detector."""
 
@@ -263,7 +270,7 @@ class Policy:
         object.__setattr__(self, "_clean_statements", set())  # statements with nothing to mask
         object.__setattr__(self, "_routes", {})  # route template -> its pattern and parameter names
         object.__setattr__(self, "_sql_cache", {})
-        object.__setattr__(self, "_nesting", threading.local())
+        object.__setattr__(self, "_nesting", _Nesting())
         detectors, custom = _compile(self.patterns)
         object.__setattr__(self, "_gated", tuple(d for d in detectors if d.hints))
         object.__setattr__(self, "_ungated", (*[d for d in detectors if not d.hints], *custom))
@@ -352,7 +359,7 @@ class Policy:
             encoded = self._deeper(lambda: mask_encoded(text, lambda inner: self._text(inner, counts)))
             if encoded is not None:
                 return encoded
-            if getattr(self._nesting, "level", 0) >= _NESTED_MAX and ENCODED.search(text):  # type: ignore[attr-defined]
+            if self._nesting.level >= _NESTED_MAX and ENCODED.search(text):  # type: ignore[attr-defined]
                 _redacted(counts, "nested")
                 return MASK  # encoded deeper than it is looked into: not kept
         if "//" in text:
@@ -518,7 +525,7 @@ class Policy:
         """``mask()`` one level deeper into text inside text (JSON, base64, percent-encoding), or ``None`` past
         :data:`_NESTED_MAX` levels."""
         local = self._nesting  # type: ignore[attr-defined]
-        level = getattr(local, "level", 0)
+        level = local.level
         if level >= _NESTED_MAX:
             return None
         local.level = level + 1
@@ -530,7 +537,7 @@ class Policy:
     def _top_level(self) -> bool:
         """Whether masking is outside any text inside text: only there is a text with nothing to mask remembered as
         such (deeper, a text is not looked into as far, so it may hold what the top level would mask)."""
-        return not getattr(self._nesting, "level", 0)  # type: ignore[attr-defined]
+        return not self._nesting.level  # type: ignore[attr-defined]
 
     def _masker(self, counts: dict[str, int]) -> Callable[[str], str]:
         """The text masker for decoded values (percent-encoded query parameters), one level deeper."""
@@ -763,6 +770,7 @@ class Policy:
             known = self._keys.get  # type: ignore[attr-defined]
             clean: set[str] = self._clean  # type: ignore[attr-defined]
             max_string = self.max_string
+            max_items = self.max_items
             card_min = _CARD_INT_MIN
             masked = 0
             for key, item in items:
@@ -797,6 +805,15 @@ class Policy:
                     result[key] = item
                 elif (item_kind is int or item_kind is float) and -card_min < item < card_min:
                     result[key] = item  # nothing to mask in a number too small to be a card number
+                elif (
+                    item_kind is list
+                    and len(item) == 1
+                    and depth > 1
+                    and max_items
+                    and type(only := item[0]) is str
+                    and (len(only) < 6 or (len(only) <= max_string and only in clean))
+                ):
+                    result[key] = [only]  # one string with nothing to mask (a header's value): as the walk keeps it
                 else:
                     result[key] = self._walk(item, path, depth - 1, counts)
             if masked:
@@ -1196,10 +1213,32 @@ _DRIVER_REGEXES = tuple((dump, re.compile(dump.pattern)) for dump in DRIVER_DUMP
 def _statement_plain(value: dict[str, Any]) -> dict[str, Any]:
     """A statement's or GraphQL document's ``query``, ``args`` and ``variables`` as JSON types (a raw fold leaves
     captured values as they were captured; the statement and its arguments are read together before the walk)."""
-    converted: dict[str, Any] = {k: json_safe(value[k]) for k in ("query", "args", "variables") if k in value}
-    if all(converted[k] is value[k] for k in converted):
-        return value
-    return {**value, **converted}
+    converted: dict[str, Any] = {}
+    for key in ("query", "args", "variables"):
+        if key in value:
+            item = value[key]
+            kind = type(item)
+            if kind is str or item is None or (kind is list and _plain_atoms(item)):
+                continue  # JSON types already (json_safe would give the same)
+            safe = json_safe(item)
+            if safe is not item:
+                converted[key] = safe
+    return {**value, **converted} if converted else value
+
+
+def _plain_atoms(items: list[Any]) -> bool:
+    """Whether every item of ``items`` is a JSON atom that :func:`~._json.json_safe` keeps as it is (a statement's
+    arguments, most of the time)."""
+    for item in items:
+        kind = type(item)
+        if kind is str or item is None or kind is bool:
+            continue
+        if kind is int:
+            if not _INT_MIN <= item < _INT_MAX:
+                return False
+        elif kind is not float or not math.isfinite(item):
+            return False
+    return True
 
 
 def _payload_owners(trail: dict[str, Any]) -> Iterable[dict[str, Any]]:
