@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from ._json import DEPTH_MARKER, MAX_DEPTH, json_safe, key_text
+from .body import decode_body
 from .bridge import set_span_metadata
 from .buffer import MAX_METADATA_KEYS, Trail, TrailBuffer, TrailState
 
@@ -141,8 +142,6 @@ class BodyCapture:
         return self._data
 
     def __gotrails_json__(self) -> Any:
-        from .body import decode_body
-
         if self.streamed:
             return {"$streamed": True, "size": self.total or None}
         return decode_body(self.data(), self.content_type, self.content_encoding, self.total)
