@@ -249,6 +249,8 @@ def test_the_lifespan_shutdown_writes_the_ready_trails_and_leaves_the_processor_
 def test_a_failing_flush_at_the_lifespan_shutdown_neither_stops_the_others_nor_the_shutdown(
     harness: TrailHarness, caplog: pytest.LogCaptureFixture
 ) -> None:
+    from opentelemetry.sdk.trace import TracerProvider
+
     from gotrails_otel import registry
 
     class Broken(gt.TrailProcessor):
@@ -256,12 +258,22 @@ def test_a_failing_flush_at_the_lifespan_shutdown_neither_stops_the_others_nor_t
             raise RuntimeError("exporter gone")
 
     broken = Broken(gt.InMemoryTrailExporter())
+    # A processor registered after the broken one, so that it is flushed after the failure.
+    exporter = gt.InMemoryTrailExporter()
+    after = gt.TrailProcessor(exporter)
+    provider = TracerProvider()
+    provider.add_span_processor(after)
+    tracer = provider.get_tracer("app")
+    # A request in flight elsewhere: the flush thread then looks for flushed trails only every 100 ms.
+    other = tracer.start_span("GET /elsewhere", kind=trace.SpanKind.SERVER)
     try:
-        with harness.tracer().start_as_current_span("GET /ok", kind=trace.SpanKind.SERVER):
+        with tracer.start_as_current_span("GET /ok", kind=trace.SpanKind.SERVER):
             pass
         with caplog.at_level("ERROR", logger="gotrails_otel"):
             assert registry.flush_all() is False
-        assert len(harness.exporter.get_finished_trails()) == 1  # flushed all the same
+        assert [t["entry"]["name"] for t in exporter.get_finished_trails()] == ["GET /ok"]  # flushed all the same
         assert any("flushing a trail processor failed" in r.getMessage() for r in caplog.records)
     finally:
+        other.end()
+        provider.shutdown()
         broken.shutdown()

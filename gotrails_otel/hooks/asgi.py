@@ -62,8 +62,9 @@ def install() -> bool:
 
     @functools.wraps(original)
     async def __call__(self: Any, scope: Scope, receive: Any, send: Any) -> None:
-        if not isinstance(scope, MutableMapping) or scope.get("type") != "http":
-            if isinstance(scope, MutableMapping) and scope.get("type") == "lifespan":
+        kind = scope.get("type") if isinstance(scope, MutableMapping) else None
+        if kind != "http":
+            if kind == "lifespan":
                 send = _flush_before_shutdown_complete(send)
             return await original(self, scope, receive, send)
         exchange = _Exchange(scope)
